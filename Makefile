@@ -1,0 +1,28 @@
+# Two commands for a fresh clone: `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+STAMP := .venv/.synced
+
+.PHONY: run test lint format install
+
+run: $(STAMP)
+	$(UV) run --frozen moodbot run
+
+test: $(STAMP)
+	$(UV) run --frozen pytest
+
+lint: $(STAMP)
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format: $(STAMP)
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@

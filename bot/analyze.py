@@ -1,0 +1,121 @@
+"""`moodbot analyze`: photos in, one result per photo out (the CLI contract lives here)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.app import build_music
+from bot.music import MusicRecommender
+from bot.settings import Settings
+from ml.engine import Analysis, EmotionEngine
+from ml.errors import ImageTooLarge, MLError, UnreadableImage
+
+BAD_INPUT_CODES = ("unreadable", "too_large")
+
+
+async def analyze_paths(
+    settings: Settings, paths: Sequence[Path], *, emit: Callable[[dict[str, Any]], None]
+) -> list[dict[str, Any]]:
+    """Analyse every path, emitting each result in input order as soon as it is ready."""
+    engine = await asyncio.to_thread(EmotionEngine.load, settings.model, settings.engine_config())
+    music = build_music(settings)
+    # The engine batches whatever is queued; keep it fed without overflowing its queue.
+    slots = asyncio.Semaphore(settings.queue_size)
+
+    async def one(path: Path) -> dict[str, Any]:
+        async with slots:
+            return await analyze_path(engine, music, path, settings.max_image_bytes)
+
+    try:
+        tasks = [asyncio.create_task(one(path)) for path in paths]
+        results = []
+        for task in tasks:
+            results.append(await task)
+            emit(results[-1])
+        return results
+    finally:
+        engine.close()
+
+
+async def analyze_path(
+    engine: EmotionEngine, music: MusicRecommender, path: Path, max_bytes: int
+) -> dict[str, Any]:
+    """The contract's JSON object for one file; never raises for bad input."""
+    try:
+        data = await asyncio.to_thread(_read, path, max_bytes)
+        analysis = await engine.analyze(data)
+    except MLError as exc:
+        return _result(path, error=(exc.code, exc.message))
+    if not analysis.faces:
+        return _result(path, analysis, error=("no_face", "No face found in the image."))
+    suggestion = await music.suggest(analysis.faces[0].emotion)
+    recommendations = [
+        {"title": r.title, "url": r.url, "kind": r.kind} for r in suggestion.recommendations
+    ]
+    return _result(path, analysis, recommendations=recommendations)
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
+    try:
+        if path.is_dir():
+            raise UnreadableImage(f"{path} is a folder, not a file.")
+        if path.stat().st_size > max_bytes:
+            raise ImageTooLarge(
+                f"{path} is {path.stat().st_size / 1e6:.1f} MB; "
+                f"the limit is {max_bytes / 1e6:.1f} MB."
+            )
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UnreadableImage(f"{path} does not exist.") from None
+    except OSError as exc:
+        raise UnreadableImage(f"{path} cannot be read: {exc.strerror}.") from None
+
+
+def _result(
+    path: Path,
+    analysis: Analysis | None = None,
+    *,
+    recommendations: list[dict[str, str]] | None = None,
+    error: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    faces = analysis.faces if analysis else ()
+    primary = faces[0] if faces else None
+    return {
+        "path": str(path),
+        "ok": error is None,
+        "emotion": primary.emotion if primary else None,
+        "confidence": round(primary.confidence, 4) if primary else None,
+        "faces": [
+            {
+                "box": list(face.box),
+                "emotion": face.emotion,
+                "confidence": round(face.confidence, 4),
+                "scores": {label: round(p, 4) for label, p in face.scores.items()},
+            }
+            for face in faces
+        ],
+        "recommendations": recommendations or [],
+        "error": {"code": error[0], "message": error[1]} if error else None,
+    }
+
+
+def exit_status(results: Sequence[dict[str, Any]]) -> int:
+    """2 when any input could not be read, 3 when some had no face, 0 otherwise."""
+    codes = {r["error"]["code"] for r in results if r["error"]}
+    if codes & set(BAD_INPUT_CODES) or codes - {"no_face"}:
+        return 2
+    return 3 if "no_face" in codes else 0
+
+
+def human_line(result: dict[str, Any]) -> str:
+    """A short line per file for people."""
+    if result["error"]:
+        return f"{result['path']}: {result['error']['code']} — {result['error']['message']}"
+    faces = result["faces"]
+    extra = f" (+{len(faces) - 1} more faces)" if len(faces) > 1 else ""
+    link = result["recommendations"][0]["url"] if result["recommendations"] else ""
+    confidence = round(result["confidence"] * 100)
+    return f"{result['path']}: {result['emotion']} {confidence}%{extra}  {link}".rstrip()

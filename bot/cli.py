@@ -1,0 +1,130 @@
+"""The `moodbot` command line: run the chat, analyse photos, and the tools later issues add."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# TensorFlow prints start-up noise to stderr before logging is configured; keep it quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from bot.settings import Settings, SettingsError, load_settings  # noqa: E402
+
+app = typer.Typer(
+    name="moodbot",
+    help="A selfie-to-music bot: reads the mood on a face and answers with music.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("moodbot")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        typer.echo(f"moodbot: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return settings
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"moodbot: {message}", err=True)
+    return typer.Exit(EXIT_FAILED)
+
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", envvar="MOODBOT_MODEL", help="Model name or bundle directory."),
+]
+DbOption = Annotated[
+    Path | None, typer.Option("--db", envvar="MOODBOT_DB", help="The SQLite history file.")
+]
+
+
+@app.command()
+def run(model: ModelOption = None, db: DbOption = None) -> None:
+    """Start moodbot: the console chat when no bot token is set."""
+    from bot.console import ConsoleChat, console_sender
+    from ml.errors import ModelLoadError
+
+    settings = _settings(MOODBOT_MODEL=model, MOODBOT_DB=db)
+    for name, token in (
+        ("Telegram", settings.telegram_bot_token),
+        ("Discord", settings.discord_bot_token),
+    ):
+        if token:
+            log.warning("%s token is set, but this build has only the console chat.", name)
+
+    async def chat() -> None:
+        from bot.app import open_service
+
+        async with open_service(settings) as service:
+            console = ConsoleChat(
+                service,
+                sender=console_sender(),
+                max_bytes=settings.max_image_bytes,
+                out=sys.stdout,
+            )
+            await console.run(sys.stdin, interactive=sys.stdin.isatty())
+
+    try:
+        asyncio.run(chat())
+    except ModelLoadError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+
+
+@app.command()
+def analyze(
+    paths: Annotated[list[Path], typer.Argument(help="Photos to analyse.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    model: ModelOption = None,
+) -> None:
+    """Analyse photos: the emotion on each face and music for the main one.
+
+    Exit status: 0 when every photo had a face, 3 when some had none, 2 when any could
+    not be read.
+    """
+    from bot.analyze import analyze_paths, exit_status, human_line
+    from ml.errors import ModelLoadError
+
+    settings = _settings(MOODBOT_MODEL=model)
+    try:
+        results = asyncio.run(analyze_paths(settings, paths, emit=_printer(as_json, human_line)))
+    except ModelLoadError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(exit_status(results))
+
+
+def _printer(as_json: bool, human: Any) -> Any:
+    def emit(result: dict[str, Any]) -> None:
+        line = json.dumps(result, ensure_ascii=False) if as_json else human(result)
+        typer.echo(line)
+
+    return emit
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

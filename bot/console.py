@@ -1,0 +1,138 @@
+"""The console chat: the same core as the bots, in a terminal or fed through a pipe."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from bot.core import MoodService, Reply, Sender
+from bot.texts import say
+
+log = logging.getLogger(__name__)
+
+PROMPT = "moodbot> "
+CHART_FILE = "moodbot-history.png"
+INTRO = (
+    "moodbot console — type the path of a selfie (JPEG, PNG, WebP, GIF, BMP), "
+    "or /help. /quit or Ctrl-D ends the chat."
+)
+
+Command = Callable[[MoodService, Sender, str], Awaitable[Reply]]
+
+
+def console_sender(language: str = "en") -> Sender:
+    user = getpass.getuser() or "you"
+    return Sender(platform="console", chat_id="console", user_id=user, language=language)
+
+
+class ConsoleChat:
+    """Reads lines, turns each into one core call, prints the reply."""
+
+    def __init__(
+        self,
+        service: MoodService,
+        *,
+        sender: Sender,
+        max_bytes: int,
+        chart_dir: Path = Path("."),
+        out: TextIO,
+    ) -> None:
+        self.service = service
+        self.sender = sender
+        self.max_bytes = max_bytes
+        self.chart_dir = chart_dir
+        self.out = out
+        self._commands: dict[str, Command] = {
+            "/help": lambda s, who, arg: _now(s.help(who)),
+            "/start": lambda s, who, arg: _now(s.help(who)),
+            "/history": self._history,
+            "/group": self._group,
+            "/forget": lambda s, who, arg: s.forget(who),
+            "/mode": lambda s, who, arg: s.set_mode(who, arg),
+            "/genre": lambda s, who, arg: s.set_genre(who, arg),
+        }
+
+    async def run(self, lines: TextIO, *, interactive: bool) -> None:
+        """Chat until /quit or end of input."""
+        self._print(INTRO)
+        while True:
+            if interactive:
+                self.out.write(PROMPT)
+                self.out.flush()
+            line = await asyncio.to_thread(lines.readline)
+            if not line or line.strip().lower() in ("/quit", "/exit"):
+                return
+            if line.strip():
+                self._show(await self.handle(line.strip()))
+
+    async def handle(self, line: str) -> Reply:
+        """One line in, one reply out: a command, or the path of a photo."""
+        name, _, arg = line.partition(" ")
+        command = self._commands.get(name.lower())
+        if command:
+            return await command(self.service, self.sender, arg.strip())
+        path = _as_path(line)
+        if line.startswith("/") and not path.exists() and " " not in line:
+            return Reply(text=say(self.sender.language, "unknown_command"), error_code="unknown")
+        image = self._read(path)
+        if isinstance(image, Reply):
+            return image
+        return await self.service.analyze_selfie(self.sender, image)
+
+    async def _history(self, service: MoodService, who: Sender, arg: str) -> Reply:
+        limit = int(arg) if arg.isdigit() and 0 < int(arg) <= 100 else 10
+        return await service.show_history(who, limit=limit)
+
+    async def _group(self, service: MoodService, who: Sender, arg: str) -> Reply:
+        if not arg:
+            return await service.group_mix(who)
+        image = self._read(_as_path(arg))
+        if isinstance(image, Reply):
+            return image
+        return await service.group_photo_mix(who, image)
+
+    def _read(self, path: Path) -> bytes | Reply:
+        """The file's bytes, or a reply naming the file and why it cannot be used."""
+        lang = self.sender.language
+        try:
+            size = path.stat().st_size
+            if path.is_dir():
+                return _not_a_file(lang, path, "it is a folder")
+            if size > self.max_bytes:
+                detail = f"{size / 1e6:.1f} MB"
+                return Reply(text=say(lang, "too_large", detail=detail), error_code="too_large")
+            return path.read_bytes()
+        except FileNotFoundError:
+            return _not_a_file(lang, path, "no such file")
+        except OSError as exc:
+            return _not_a_file(lang, path, exc.strerror or type(exc).__name__)
+
+    def _show(self, reply: Reply) -> None:
+        lines = [reply.text]
+        lines += [f"  • {link.title}\n    {link.url}" for link in reply.links]
+        if reply.chart_png:
+            chart = self.chart_dir / CHART_FILE
+            chart.write_bytes(reply.chart_png)
+            lines.append(f"  (chart saved to {chart})")
+        self._print("\n".join(lines))
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+async def _now(reply: Reply) -> Reply:
+    return reply
+
+
+def _as_path(text: str) -> Path:
+    # Terminals paste dragged files with quotes around them.
+    return Path(text.strip().strip("'\"")).expanduser()
+
+
+def _not_a_file(lang: str, path: Path, reason: str) -> Reply:
+    return Reply(text=say(lang, "not_a_file", path=path, reason=reason), error_code="unreadable")

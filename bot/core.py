@@ -1,0 +1,341 @@
+"""The use cases every transport shares: analyse a selfie, history, group mix, forget, prefs.
+
+Nothing here knows about Telegram, Discord or the console: transports build a `Sender`,
+call one method, and render the `Reply` they get back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bot import texts
+from bot.chart import render_mood_chart
+from bot.history import AsyncHistory, HistoryUnavailable, MoodEntry
+from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
+from bot.texts import EMOJI, emotion_name, percent, say
+from ml.engine import Analysis, EmotionEngine, FaceEmotion
+from ml.errors import MLError
+
+log = logging.getLogger(__name__)
+
+MAX_GENRE_CHARS = 40
+HISTORY_COUNT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who is asking, and where: the only thing a transport must tell the core."""
+
+    platform: str
+    chat_id: str
+    user_id: str
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to answer: text, music links and an optional PNG chart, plus the raw results."""
+
+    text: str
+    links: tuple[Recommendation, ...] = ()
+    chart_png: bytes | None = None
+    error_code: str | None = None
+    analysis: Analysis | None = None
+    music: MusicSuggestion | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+@dataclass(frozen=True)
+class MoodBlend:
+    """Several moods blended into one: the leading mood and each mood's share (0..1)."""
+
+    dominant: str
+    shares: dict[str, float] = field(default_factory=dict)
+    people: int = 0
+
+
+def blend_moods(moods: Iterable[tuple[str, float]]) -> MoodBlend:
+    """Weigh each (emotion, confidence) by its confidence and find the leading mood."""
+    weights: Counter[str] = Counter()
+    people = 0
+    for emotion, confidence in moods:
+        weights[emotion] += max(confidence, 1e-3)
+        people += 1
+    if not weights:
+        raise ValueError("blend_moods needs at least one mood")
+    total = sum(weights.values())
+    shares = {e: w / total for e, w in sorted(weights.items(), key=lambda i: (-i[1], i[0]))}
+    return MoodBlend(dominant=next(iter(shares)), shares=shares, people=people)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _history_down(who: Sender, exc: HistoryUnavailable) -> Reply:
+    """The one reply for a database that cannot be read or written right now."""
+    log.error("History unavailable: %s", exc)
+    return Reply(text=say(who.language, "history_unavailable"), error_code="history_unavailable")
+
+
+class MoodService:
+    """The moodbot core: one engine, one music recommender, one history store."""
+
+    def __init__(
+        self,
+        engine: EmotionEngine,
+        music: MusicRecommender,
+        history: AsyncHistory,
+        *,
+        group_window: timedelta = timedelta(hours=24),
+        default_genre: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.engine = engine
+        self.music = music
+        self.history = history
+        self.group_window = group_window
+        self.default_genre = default_genre
+        self._clock = clock
+
+    # --- selfies ------------------------------------------------------------------------------
+
+    async def analyze_selfie(self, who: Sender, image: bytes) -> Reply:
+        """Read the emotion on every face, recommend music for the main one, remember it."""
+        analysis, failure = await self._analyze(who, image)
+        if failure:
+            return failure
+        assert analysis and analysis.primary
+        face = analysis.primary
+        music = await self._music_for(who, face.emotion)
+        saved = await self._record(who, face, len(analysis.faces))
+        lines = [self._describe_faces(who.language, analysis.faces), self._why(who, music)]
+        if not saved:
+            lines.append(say(who.language, "history_unsaved"))
+        return Reply(
+            text="\n".join(lines), links=music.recommendations, analysis=analysis, music=music
+        )
+
+    async def group_photo_mix(self, who: Sender, image: bytes) -> Reply:
+        """One suggestion for everybody in a group photo (nothing is stored)."""
+        analysis, failure = await self._analyze(who, image)
+        if failure:
+            return failure
+        assert analysis
+        blend = blend_moods((f.emotion, f.confidence) for f in analysis.faces)
+        return await self._blend_reply(who, blend, "group_photo_title", analysis)
+
+    async def _analyze(self, who: Sender, image: bytes) -> tuple[Analysis | None, Reply | None]:
+        try:
+            analysis = await self.engine.analyze(image)
+        except MLError as exc:
+            return None, self._ml_error(who, exc)
+        if not analysis.faces:
+            return None, Reply(text=say(who.language, "no_face"), error_code="no_face")
+        return analysis, None
+
+    def _ml_error(self, who: Sender, exc: MLError) -> Reply:
+        """The one place that turns an engine failure into a kind reply."""
+        code = exc.code if exc.code in texts.MESSAGES["en"] else "error"
+        if code == "error":
+            log.error("Analysis failed for a %s user: %s", who.platform, exc)
+        return Reply(text=say(who.language, code, detail=exc.message), error_code=exc.code)
+
+    async def _record(self, who: Sender, face: FaceEmotion, face_count: int) -> bool:
+        entry = MoodEntry(
+            platform=who.platform,
+            chat_id=who.chat_id,
+            user_id=who.user_id,
+            emotion=face.emotion,
+            confidence=round(face.confidence, 4),
+            face_count=face_count,
+            created_at=self._clock(),
+        )
+        try:
+            await self.history.record(entry)
+        except HistoryUnavailable as exc:
+            log.error("Could not save a mood: %s", exc)
+            return False
+        return True
+
+    # --- music --------------------------------------------------------------------------------
+
+    async def _music_for(self, who: Sender, emotion: str) -> MusicSuggestion:
+        mode, genre = "match", self.default_genre
+        try:
+            prefs = await self.history.get_preferences(who.platform, who.user_id)
+            mode, genre = prefs.mode, prefs.genre or self.default_genre
+        except HistoryUnavailable as exc:
+            log.warning("Preferences unavailable, using defaults: %s", exc)
+        return await self.music.suggest(emotion, mode=mode, genre=genre)
+
+    def _why(self, who: Sender, music: MusicSuggestion) -> str:
+        lang = who.language
+        words = ", ".join(music.keywords)
+        if music.genre:
+            words = f"{music.genre}, {words}"
+        values = {
+            "emotion": emotion_name(lang, music.emotion),
+            "mood": emotion_name(lang, music.music_mood),
+            "mode": music.mode,
+            "words": words,
+        }
+        text = say(
+            lang, "why_match" if music.music_mood == music.emotion else "why_changed", **values
+        )
+        if music.source != "spotify":
+            reason = (
+                "why_links_unconfigured"
+                if music.fallback_reason == "not configured"
+                else "why_links"
+            )
+            text += say(lang, reason)
+        return text
+
+    # --- describing faces ---------------------------------------------------------------------
+
+    def _describe_faces(self, lang: str, faces: tuple[FaceEmotion, ...]) -> str:
+        if len(faces) == 1:
+            face = faces[0]
+            if face.unsure:
+                (first, p1), (second, p2) = face.ranked()[:2]
+                return say(
+                    lang,
+                    "unsure",
+                    first=self._label(lang, first),
+                    p1=percent(p1),
+                    second=self._label(lang, second),
+                    p2=percent(p2),
+                )
+            return say(
+                lang,
+                "one_face",
+                emotion=emotion_name(lang, face.emotion),
+                emoji=EMOJI.get(face.emotion, ""),
+                confidence=percent(face.confidence),
+            )
+        items = ", ".join(self._face_item(lang, f) for f in faces)
+        return say(lang, "many_faces", count=len(faces), faces=items)
+
+    def _face_item(self, lang: str, face: FaceEmotion) -> str:
+        mark = "?" if face.unsure else ""
+        return say(
+            lang,
+            "face_item",
+            emotion=emotion_name(lang, face.emotion) + mark,
+            emoji=EMOJI.get(face.emotion, ""),
+            confidence=percent(face.confidence),
+        )
+
+    @staticmethod
+    def _label(lang: str, emotion: str) -> str:
+        return f"{emotion_name(lang, emotion)} {EMOJI.get(emotion, '')}".strip()
+
+    # --- history ------------------------------------------------------------------------------
+
+    async def show_history(self, who: Sender, limit: int = 10) -> Reply:
+        """The user's recent moods as text, with a chart of them over time."""
+        lang = who.language
+        since = self._clock() - timedelta(days=HISTORY_COUNT_DAYS)
+        try:
+            entries = await self.history.recent(who.platform, who.user_id, limit=limit)
+            counts = await self.history.mood_counts(who.platform, who.user_id, since=since)
+        except HistoryUnavailable as exc:
+            return _history_down(who, exc)
+        if not entries:
+            return Reply(text=say(lang, "history_empty"))
+        rows = [self._history_row(lang, e) for e in entries]
+        summary = ", ".join(f"{self._label(lang, e)} × {n}" for e, n in counts.items())
+        lines = [say(lang, "history_title", count=len(entries)), *rows]
+        lines.append(say(lang, "history_counts", days=HISTORY_COUNT_DAYS, counts=summary))
+        chart = await asyncio.to_thread(render_mood_chart, entries, title=say(lang, "chart_title"))
+        return Reply(text="\n".join(lines), chart_png=chart)
+
+    def _history_row(self, lang: str, entry: MoodEntry) -> str:
+        return say(
+            lang,
+            "history_row",
+            when=entry.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            emotion=emotion_name(lang, entry.emotion),
+            emoji=EMOJI.get(entry.emotion, ""),
+            confidence=percent(entry.confidence),
+        )
+
+    # --- group mix ----------------------------------------------------------------------------
+
+    async def group_mix(self, who: Sender) -> Reply:
+        """One suggestion for a chat, blended from its members' latest moods in the window."""
+        lang = who.language
+        since = self._clock() - self.group_window
+        try:
+            latest = await self.history.chat_latest_moods(who.platform, who.chat_id, since=since)
+        except HistoryUnavailable as exc:
+            return _history_down(who, exc)
+        if not latest:
+            hours = round(self.group_window.total_seconds() / 3600)
+            return Reply(text=say(lang, "group_empty", hours=hours), error_code="group_empty")
+        blend = blend_moods((e.emotion, e.confidence) for e in latest.values())
+        return await self._blend_reply(who, blend, "group_title")
+
+    async def _blend_reply(
+        self, who: Sender, blend: MoodBlend, title: str, analysis: Analysis | None = None
+    ) -> Reply:
+        lang = who.language
+        music = await self.music.suggest(blend.dominant, genre=self.default_genre)
+        breakdown = ", ".join(
+            f"{self._label(lang, e)} {percent(share)}" for e, share in blend.shares.items()
+        )
+        people = say(lang, "person" if blend.people == 1 else "people")
+        head = say(lang, title, count=blend.people, people=people, breakdown=breakdown)
+        return Reply(
+            text=f"{head}\n{self._why(who, music)}",
+            links=music.recommendations,
+            analysis=analysis,
+            music=music,
+        )
+
+    # --- privacy and preferences --------------------------------------------------------------
+
+    async def forget(self, who: Sender) -> Reply:
+        """Delete every mood and preference of this user, in every chat."""
+        try:
+            count = await self.history.forget_user(who.platform, who.user_id)
+        except HistoryUnavailable as exc:
+            return _history_down(who, exc)
+        return Reply(text=say(who.language, "forgotten", count=count))
+
+    async def set_mode(self, who: Sender, mode: str) -> Reply:
+        """Choose whether music matches, lifts or calms the mood."""
+        mode = mode.strip().lower()
+        if mode not in MODES:
+            return Reply(text=say(who.language, "mode_bad"), error_code="bad_argument")
+        return await self._save_preference(who, say(who.language, "mode_set", mode=mode), mode=mode)
+
+    async def set_genre(self, who: Sender, genre: str) -> Reply:
+        """Add a genre or language to every music search ('off' clears it)."""
+        genre = " ".join(genre.split())
+        if not genre or len(genre) > MAX_GENRE_CHARS:
+            return Reply(text=say(who.language, "genre_bad"), error_code="bad_argument")
+        if genre.lower() in ("off", "none", "clear"):
+            return await self._save_preference(who, say(who.language, "genre_cleared"), genre=None)
+        text = say(who.language, "genre_set", genre=genre)
+        return await self._save_preference(who, text, genre=genre)
+
+    async def _save_preference(self, who: Sender, text: str, **change: str | None) -> Reply:
+        try:
+            await self.history.set_preferences(who.platform, who.user_id, **change)
+        except HistoryUnavailable as exc:
+            return _history_down(who, exc)
+        return Reply(text=text)
+
+    def help(self, who: Sender) -> Reply:
+        """What the bot does and what it stores."""
+        return Reply(text=say(who.language, "help"))

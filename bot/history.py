@@ -1,0 +1,518 @@
+"""Mood history: one SQLite row per analysed selfie (never the photo), plus user preferences.
+
+`HistoryStore` is synchronous and bound to the thread that opened it (sqlite3 connections are).
+`AsyncHistory` owns one store inside a dedicated worker thread so that coroutines can use it
+without ever blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+import numbers
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+from sqlite_utils import Database, Migrations
+
+logger = logging.getLogger(__name__)
+
+PLATFORMS = ("telegram", "discord", "console", "web")
+MODES = ("match", "lift", "calm")
+MAX_RECENT = 100
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class HistoryUnavailable(Exception):
+    """The mood history database cannot be used right now."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{(self.__doc__ or '').rstrip('.')} ({path}: {reason})")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MoodEntry:
+    """One analysed selfie: who, where, which emotion and when; never the image itself."""
+
+    platform: str
+    chat_id: str
+    user_id: str
+    emotion: str
+    confidence: float
+    face_count: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """How a user wants music chosen: match, lift or calm their mood, optionally in a genre."""
+
+    mode: str = "match"
+    genre: str | None = None
+
+
+class _Unset(enum.Enum):
+    # A sentinel with its own type, so `genre=None` ("clear it") differs from "leave as is".
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
+# --- schema ------------------------------------------------------------------------------
+# Migrations are append-only: never edit one that has shipped, add a new function instead.
+# They spell out table names literally so that later renames cannot rewrite history.
+
+MIGRATIONS = Migrations("moodbot")
+
+
+@MIGRATIONS(name="m001_create_moods")
+def _m001_create_moods(db: Database) -> None:
+    moods = db.table("moods")
+    moods.create(
+        {
+            "id": int,
+            "platform": str,
+            "chat_id": str,
+            "user_id": str,
+            "emotion": str,
+            "confidence": float,
+            "face_count": int,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={
+            "platform",
+            "chat_id",
+            "user_id",
+            "emotion",
+            "confidence",
+            "face_count",
+            "created_at",
+        },
+    )
+    moods.create_index(["platform", "user_id", "created_at"], index_name="idx_moods_user_time")
+    moods.create_index(["platform", "chat_id", "created_at"], index_name="idx_moods_chat_time")
+    # delete_older_than() scans by time alone.
+    moods.create_index(["created_at"], index_name="idx_moods_time")
+
+
+@MIGRATIONS(name="m002_create_preferences")
+def _m002_create_preferences(db: Database) -> None:
+    db.table("preferences").create(
+        {"platform": str, "user_id": str, "mode": str, "genre": str},
+        pk=("platform", "user_id"),
+        not_null={"platform", "user_id", "mode"},
+        defaults={"mode": "match"},
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _sqlite_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite failures (read-only, disk full, corrupt, locked) into HistoryUnavailable."""
+    try:
+        yield
+    except sqlite3.ProgrammingError:
+        # Misuse (closed store, wrong thread) is a bug in the caller, not an outage.
+        raise
+    except sqlite3.Error as exc:
+        logger.warning("Mood history %s unavailable: %s", path, exc)
+        raise HistoryUnavailable(path, str(exc)) from exc
+
+
+def _guarded(
+    method: Callable[Concatenate[HistoryStore, P], R],
+) -> Callable[Concatenate[HistoryStore, P], R]:
+    @functools.wraps(method)
+    def wrapper(self: HistoryStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        with _sqlite_errors(self.path):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _require_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _timestamp(name: str, value: object) -> str:
+    """Format an aware datetime as fixed-width ISO-8601 UTC text, which sorts chronologically."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _validate(entry: MoodEntry) -> None:
+    if entry.platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {PLATFORMS}, got {entry.platform!r}")
+    _require_text("chat_id", entry.chat_id)
+    _require_text("user_id", entry.user_id)
+    _require_text("emotion", entry.emotion)
+    confidence = entry.confidence
+    # numbers.Real/Integral also accept numpy scalars straight from the classifier.
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, numbers.Real)
+        or not 0.0 <= confidence <= 1.0  # also rejects NaN
+    ):
+        raise ValueError(f"confidence must be a number in [0, 1], got {confidence!r}")
+    face_count = entry.face_count
+    if (
+        isinstance(face_count, bool)
+        or not isinstance(face_count, numbers.Integral)
+        or face_count < 1
+    ):
+        raise ValueError(f"face_count must be an integer >= 1, got {face_count!r}")
+    _timestamp("created_at", entry.created_at)
+
+
+def _to_row(entry: MoodEntry) -> dict[str, Any]:
+    # Built field by field on purpose: nothing but these columns is ever stored.
+    return {
+        "platform": entry.platform,
+        "chat_id": entry.chat_id,
+        "user_id": entry.user_id,
+        "emotion": entry.emotion,
+        "confidence": float(entry.confidence),
+        "face_count": int(entry.face_count),
+        "created_at": _timestamp("created_at", entry.created_at),
+    }
+
+
+def _from_row(row: dict[str, Any]) -> MoodEntry:
+    return MoodEntry(
+        platform=row["platform"],
+        chat_id=row["chat_id"],
+        user_id=row["user_id"],
+        emotion=row["emotion"],
+        confidence=row["confidence"],
+        face_count=row["face_count"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+    )
+
+
+_ENTRY_COLUMNS = "platform, chat_id, user_id, emotion, confidence, face_count, created_at"
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class HistoryStore:
+    """Synchronous mood history on one SQLite file; use it only from the thread that opened it."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
+        """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        self.path = Path(path)
+        self.read_only = read_only
+        conn: sqlite3.Connection | None = None
+        with _sqlite_errors(self.path):
+            try:
+                conn = self._connect()
+                self._db = Database(conn)
+                self._configure(busy_timeout_ms)
+                self._migrate()
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                raise
+        logger.debug("Opened mood history %s (read_only=%s)", self.path, read_only)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            # A read-only URI fails every write, even for root, unlike file permissions.
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            return sqlite3.connect(uri, uri=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HistoryUnavailable(self.path, f"cannot create its folder: {exc}") from exc
+        return sqlite3.connect(self.path)
+
+    def _configure(self, busy_timeout_ms: int) -> None:
+        # busy_timeout first: enabling WAL and migrating may wait on another writer.
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        if not self.read_only:
+            # WAL lets readers run while one writer writes (several bots, one file).
+            self._db.enable_wal()
+        # With WAL, NORMAL cannot corrupt the file; a crash may only lose the last commits.
+        self._db.execute("PRAGMA synchronous = NORMAL")
+
+    def _migrate(self) -> None:
+        if not MIGRATIONS.pending(self._db):
+            return  # the common case: reopening needs no write lock at all
+        if self.read_only:
+            names = ", ".join(m.name for m in MIGRATIONS.pending(self._db))
+            raise HistoryUnavailable(self.path, f"schema is out of date (pending: {names})")
+        # Several processes may open a fresh file at once: the write lock serialises them, and
+        # apply() re-reads what is pending once it holds the lock.
+        with self._write():
+            MIGRATIONS.apply(self._db)
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front, so busy_timeout applies; a deferred
+        # transaction that upgrades from read to write can fail at once with SQLITE_BUSY.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.rollback()
+            raise
+
+    @_guarded
+    def record(self, entry: MoodEntry) -> int:
+        """Store one mood entry and return its row id."""
+        _validate(entry)
+        with self._write():
+            row_id = self._db.table("moods").insert(_to_row(entry)).last_pk
+        logger.debug("Recorded %s for %s:%s", entry.emotion, entry.platform, entry.user_id)
+        return int(row_id)
+
+    @_guarded
+    def recent(self, platform: str, user_id: str, limit: int = 10) -> list[MoodEntry]:
+        """Return a user's latest entries, newest first (at most MAX_RECENT)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        rows = self._db.query(
+            f"SELECT {_ENTRY_COLUMNS} FROM moods WHERE platform = ? AND user_id = ?"
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            [platform, user_id, min(limit, MAX_RECENT)],
+        )
+        return [_from_row(row) for row in rows]
+
+    @_guarded
+    def mood_counts(self, platform: str, user_id: str, since: datetime) -> dict[str, int]:
+        """Count a user's entries per emotion since `since`, most frequent first."""
+        rows = self._db.query(
+            "SELECT emotion, COUNT(*) AS n FROM moods"
+            " WHERE platform = ? AND user_id = ? AND created_at >= ?"
+            " GROUP BY emotion ORDER BY n DESC, emotion",
+            [platform, user_id, _timestamp("since", since)],
+        )
+        return {row["emotion"]: row["n"] for row in rows}
+
+    @_guarded
+    def chat_latest_moods(
+        self, platform: str, chat_id: str, since: datetime
+    ) -> dict[str, MoodEntry]:
+        """Return each chat member's latest entry since `since` (user_id -> entry), newest first."""
+        rows = self._db.query(
+            f"SELECT {_ENTRY_COLUMNS} FROM ("
+            f" SELECT {_ENTRY_COLUMNS}, id, ROW_NUMBER() OVER ("
+            "  PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS position"
+            " FROM moods WHERE platform = ? AND chat_id = ? AND created_at >= ?"
+            ") WHERE position = 1 ORDER BY created_at DESC, id DESC",
+            [platform, chat_id, _timestamp("since", since)],
+        )
+        return {row["user_id"]: _from_row(row) for row in rows}
+
+    @_guarded
+    def forget_user(self, platform: str, user_id: str) -> int:
+        """Delete a user's moods in every chat of `platform` and their preferences.
+
+        Returns the number of mood rows deleted.
+        """
+        where = "platform = ? AND user_id = ?"
+        with self._write():
+            deleted = self._db.execute(f"DELETE FROM moods WHERE {where}", [platform, user_id])
+            self._db.execute(f"DELETE FROM preferences WHERE {where}", [platform, user_id])
+        logger.info("Forgot %d moods of %s:%s", deleted.rowcount, platform, user_id)
+        return deleted.rowcount
+
+    @_guarded
+    def delete_older_than(self, cutoff: datetime) -> int:
+        """Delete every entry created before `cutoff`; returns the number deleted."""
+        with self._write():
+            deleted = self._db.execute(
+                "DELETE FROM moods WHERE created_at < ?", [_timestamp("cutoff", cutoff)]
+            )
+        logger.info("Deleted %d moods older than %s", deleted.rowcount, cutoff)
+        return deleted.rowcount
+
+    @_guarded
+    def get_preferences(self, platform: str, user_id: str) -> Preferences:
+        """Return a user's preferences, or the defaults when they have none."""
+        rows = list(
+            self._db.query(
+                "SELECT mode, genre FROM preferences WHERE platform = ? AND user_id = ?",
+                [platform, user_id],
+            )
+        )
+        return Preferences(**rows[0]) if rows else Preferences()
+
+    @_guarded
+    def set_preferences(
+        self,
+        platform: str,
+        user_id: str,
+        *,
+        mode: str | _Unset = _UNSET,
+        genre: str | _Unset | None = _UNSET,
+    ) -> Preferences:
+        """Change only the given preferences (genre=None clears it); returns the result."""
+        if platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
+        _require_text("user_id", user_id)
+        if mode is not _UNSET and mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if genre is not _UNSET and genre is not None:
+            genre = _require_text("genre", genre).strip()
+        with self._write():
+            current = self.get_preferences(platform, user_id)
+            updated = Preferences(
+                mode=current.mode if mode is _UNSET else mode,
+                genre=current.genre if genre is _UNSET else genre,
+            )
+            self._db.table("preferences").upsert(
+                {"platform": platform, "user_id": user_id, **asdict(updated)},
+                pk=("platform", "user_id"),
+            )
+        return updated
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<HistoryStore {str(self.path)!r} read_only={self.read_only}>"
+
+
+# --- asyncio facade ------------------------------------------------------------------------
+
+
+class AsyncHistory:
+    """The HistoryStore API as coroutines, all run on one dedicated database thread."""
+
+    def __init__(self, executor: ThreadPoolExecutor, store: HistoryStore) -> None:
+        # Use `await AsyncHistory.open(path)`: the store must be created on the executor thread.
+        self._executor = executor
+        self._store = store
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, **options: Any) -> AsyncHistory:
+        """Open a HistoryStore on a new single worker thread; options go to HistoryStore."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moodbot-db")
+        loop = asyncio.get_running_loop()
+        try:
+            store = await loop.run_in_executor(
+                executor, functools.partial(HistoryStore, path, **options)
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, store)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._store.path
+
+    async def _call(self, fn_name: str, *args: Any, **kwargs: Any) -> Any:
+        # Every store call goes through the one worker thread that owns the connection.
+        method = getattr(self._store, fn_name)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(method, *args, **kwargs)
+        )
+
+    async def record(self, entry: MoodEntry) -> int:
+        """Store one mood entry and return its row id."""
+        return await self._call("record", entry)
+
+    async def recent(self, platform: str, user_id: str, limit: int = 10) -> list[MoodEntry]:
+        """Return a user's latest entries, newest first."""
+        return await self._call("recent", platform, user_id, limit)
+
+    async def mood_counts(self, platform: str, user_id: str, since: datetime) -> dict[str, int]:
+        """Count a user's entries per emotion since `since`, most frequent first."""
+        return await self._call("mood_counts", platform, user_id, since)
+
+    async def chat_latest_moods(
+        self, platform: str, chat_id: str, since: datetime
+    ) -> dict[str, MoodEntry]:
+        """Return each chat member's latest entry since `since`."""
+        return await self._call("chat_latest_moods", platform, chat_id, since)
+
+    async def forget_user(self, platform: str, user_id: str) -> int:
+        """Delete a user's moods and preferences on `platform`; returns mood rows deleted."""
+        return await self._call("forget_user", platform, user_id)
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Delete every entry created before `cutoff`; returns the number deleted."""
+        return await self._call("delete_older_than", cutoff)
+
+    async def get_preferences(self, platform: str, user_id: str) -> Preferences:
+        """Return a user's preferences, or the defaults."""
+        return await self._call("get_preferences", platform, user_id)
+
+    async def set_preferences(
+        self,
+        platform: str,
+        user_id: str,
+        *,
+        mode: str | _Unset = _UNSET,
+        genre: str | _Unset | None = _UNSET,
+    ) -> Preferences:
+        """Change only the given preferences; returns the result."""
+        return await self._call("set_preferences", platform, user_id, mode=mode, genre=genre)
+
+    async def aclose(self) -> None:
+        """Close the store on its thread, then stop the thread; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._call("close")
+        finally:
+            # Join the worker off the loop: when aclose() returns, the thread is gone.
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

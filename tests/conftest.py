@@ -1,0 +1,85 @@
+"""Shared fixtures: real face photos from installed packages, and one real engine per session."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml.engine import EmotionEngine, EngineConfig
+
+GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def encode(image: Image.Image | np.ndarray, fmt: str = "JPEG", **options: object) -> bytes:
+    """Encode an image as a chat app would deliver it."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """Eileen Collins, smiling (scikit-image ships it)."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg(astronaut: np.ndarray) -> bytes:
+    return encode(astronaut, quality=92)
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_jpeg() -> bytes:
+    """Grace Hopper's portrait (matplotlib ships it)."""
+    return GRACE_HOPPER.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def no_face_png() -> bytes:
+    """A smooth colour gradient: nothing resembling a face."""
+    y, x = np.mgrid[0:360, 0:480]
+    pixels = np.stack([x * 255 // 480, y * 255 // 360, (x + y) * 255 // 840], axis=2)
+    return encode(pixels.astype(np.uint8), "PNG")
+
+
+@pytest.fixture(scope="session")
+def group_photo(astronaut: np.ndarray, grace_hopper_jpeg: bytes) -> bytes:
+    """Two people side by side: the astronaut's face is the larger one."""
+    hopper = Image.open(io.BytesIO(grace_hopper_jpeg)).convert("RGB").resize((192, 225))
+    canvas = Image.new("RGB", (512 + 256, 512), (240, 240, 240))
+    canvas.paste(Image.fromarray(astronaut), (0, 0))
+    canvas.paste(hopper, (512, 100))
+    return encode(canvas)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[EmotionEngine]:
+    """The real detector and the default model, loaded once for the whole session."""
+    engine = EmotionEngine.load(config=EngineConfig())
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def write_file(tmp_path: Path):
+    """Write bytes to a named file in tmp_path and return its path."""
+
+    def write(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    return write

