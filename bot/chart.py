@@ -101,6 +101,7 @@ def _plot_timeline(
     # A single moment would otherwise get matplotlib's default span of years.
     pad = max((end - start) * 0.05, timedelta(hours=1))
     ax.set_xlim(start - pad, end + pad)
+    ax.set_title("dot size = confidence", loc="left", color="#777777", fontsize=10)
     _style(ax)
 
 

@@ -15,7 +15,7 @@ import typer
 # TensorFlow prints start-up noise to stderr before logging is configured; keep it quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bot.settings import Settings, SettingsError, load_settings  # noqa: E402
+from bot.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
     name="moodbot",

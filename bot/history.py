@@ -73,7 +73,7 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
-# --- schema ------------------------------------------------------------------------------
+# --- schema --------------------------------------------------------------------------------------
 # Migrations are append-only: never edit one that has shipped, add a new function instead.
 # They spell out table names literally so that later renames cannot rewrite history.
 
@@ -121,7 +121,7 @@ def _m002_create_preferences(db: Database) -> None:
     )
 
 
-# --- helpers -------------------------------------------------------------------------------
+# --- helpers -------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -133,8 +133,11 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
         # Misuse (closed store, wrong thread) is a bug in the caller, not an outage.
         raise
     except sqlite3.Error as exc:
-        logger.warning("Mood history %s unavailable: %s", path, exc)
-        raise HistoryUnavailable(path, str(exc)) from exc
+        # The error name tells apart cases with one message, e.g. SQLITE_READONLY_DIRECTORY.
+        name = getattr(exc, "sqlite_errorname", None)
+        reason = f"{exc} ({name})" if name else str(exc)
+        logger.warning("Mood history %s unavailable: %s", path, reason)
+        raise HistoryUnavailable(path, reason) from exc
 
 
 def _guarded(
@@ -213,7 +216,7 @@ def _from_row(row: dict[str, Any]) -> MoodEntry:
 _ENTRY_COLUMNS = "platform, chat_id, user_id, emotion, confidence, face_count, created_at"
 
 
-# --- the store -------------------------------------------------------------------------------
+# --- the store -----------------------------------------------------------------------------------
 
 
 class HistoryStore:
@@ -270,7 +273,8 @@ class HistoryStore:
             names = ", ".join(m.name for m in MIGRATIONS.pending(self._db))
             raise HistoryUnavailable(self.path, f"schema is out of date (pending: {names})")
         # Several processes may open a fresh file at once: the write lock serialises them, and
-        # apply() re-reads what is pending once it holds the lock.
+        # apply() re-reads what is pending once it holds the lock. Hence every migration must
+        # be transactional (no VACUUM).
         with self._write():
             MIGRATIONS.apply(self._db)
 
@@ -415,7 +419,7 @@ class HistoryStore:
         return f"<HistoryStore {str(self.path)!r} read_only={self.read_only}>"
 
 
-# --- asyncio facade ------------------------------------------------------------------------
+# --- asyncio facade ------------------------------------------------------------------------------
 
 
 class AsyncHistory:

@@ -539,6 +539,10 @@ class MusicRecommender:
             return (), TIMEOUT
         except MusicServiceError as exc:
             return (), exc.reason
+        except Exception:
+            # A bug or an unforeseen spotipy failure must still leave the user with music.
+            logger.exception("Unexpected failure while searching Spotify")
+            return (), "unexpected error"
         return (found, None) if found else ((), NO_RESULTS)
 
     async def _search(

@@ -16,7 +16,7 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    """Every knob of moodbot; each field is read from the environment variable named by its alias."""
+    """Every knob of moodbot, each read from the environment variable named by its alias."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True

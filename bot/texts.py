@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bot.music import KOREAN_NAMES
+
 EMOJI = {
     "happy": "😄",
     "sad": "😢",
@@ -15,18 +17,8 @@ EMOJI = {
     "calm": "😌",
 }
 
-EMOTION_NAMES_KO = {
-    "happy": "기쁨",
-    "sad": "슬픔",
-    "angry": "분노",
-    "anxious": "불안",
-    "hurt": "상처",
-    "neutral": "중립",
-    "fear": "공포",
-    "disgust": "혐오",
-    "surprise": "놀람",
-    "calm": "평온",
-}
+# "calm" is a music mood (the calm mode), not an emotion the model reads.
+MOOD_NAMES_KO = {**KOREAN_NAMES, "calm": "평온"}
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
@@ -146,7 +138,7 @@ def say(lang: str, key: str, **values: object) -> str:
 
 
 def emotion_name(lang: str, emotion: str) -> str:
-    return EMOTION_NAMES_KO.get(emotion, emotion) if lang == "ko" else emotion
+    return MOOD_NAMES_KO.get(emotion, emotion) if lang == "ko" else emotion
 
 
 def percent(p: float) -> str:

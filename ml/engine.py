@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ml.decode import DecodeLimits, DecodedImage, decode_image
+from ml.decode import DecodedImage, DecodeLimits, decode_image
 from ml.errors import EngineBusy, EngineClosed, MLError
 from ml.faces import Face, FaceDetector, crop_face
 from ml.models import DEFAULT_MODEL, EmotionModel, load_emotion_model

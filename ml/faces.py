@@ -119,7 +119,9 @@ def _face_from_mtcnn(item: dict) -> Face:
     return Face(box=(x, y, w, h), confidence=float(item["confidence"]), landmarks=landmarks)
 
 
-def crop_face(rgb: np.ndarray, face: Face, *, margin: float = 0.2, level: bool = True) -> np.ndarray:
+def crop_face(
+    rgb: np.ndarray, face: Face, *, margin: float = 0.2, level: bool = True
+) -> np.ndarray:
     """A square RGB crop around `face`, `margin` of its size added on each side.
 
     With `level`, the crop is rotated so the eyes sit on a horizontal line, which is how

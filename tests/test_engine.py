@@ -157,5 +157,5 @@ def test_unsure_threshold_marks_low_confidence(
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="queue_size must be at least 1, got 0"):
         EngineConfig(queue_size=0)
-    with pytest.raises(ValueError, match="unsure_below must be within 0..1, got 2"):
+    with pytest.raises(ValueError, match=r"unsure_below must be within 0\.\.1, got 2"):
         EngineConfig(unsure_below=2)

@@ -105,7 +105,7 @@ def test_bad_specs_name_the_bad_value(changes: dict, message: str) -> None:
 
 
 def test_unknown_model_lists_the_built_in_ones(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="'nope'.*mini-xception"):
+    with pytest.raises(ModelLoadError, match=r"'nope'.*mini-xception"):
         load_emotion_model("nope")
 
 
@@ -126,7 +126,7 @@ def test_corrupt_weights_file_is_named(tmp_path: Path) -> None:
 def test_corrupt_manifest_is_named(tmp_path: Path) -> None:
     bundle = write_bundle(tmp_path / "b", tiny_spec())
     (bundle / BUNDLE_FILE).write_text("{ broken")
-    with pytest.raises(ModelLoadError, match="bundle.json is not a valid model bundle"):
+    with pytest.raises(ModelLoadError, match=r"bundle\.json is not a valid model bundle"):
         load_emotion_model(bundle)
 
 
