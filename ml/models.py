@@ -185,6 +185,8 @@ def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
         raise ModelLoadError(f"Model file {weights} does not exist.")
     import keras
 
+    import ml.layers  # noqa: F401  (registers the custom layers that bundles may use)
+
     try:
         keras_model = keras.models.load_model(weights, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged file; all mean the same.

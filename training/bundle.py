@@ -1,0 +1,82 @@
+"""Write a model bundle the bot loads directly: weights, manifest (labels, preprocessing), card."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ml.models import BUNDLE_FILE, BundleSpec
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "MODEL_CARD.md"
+
+
+@dataclass
+class ModelCard:
+    """What a person needs to trust a model: data, split, metrics, date and exact command."""
+
+    data: str
+    split: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    command: str = field(default_factory=lambda: shlex.join(["moodbot", *sys.argv[1:]]))
+    date: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d"))
+
+    def to_markdown(self, spec: BundleSpec) -> str:
+        lines = [
+            f"# Model card: {spec.name}",
+            "",
+            spec.description or "",
+            "",
+            f"- Date: {self.date}",
+            f"- Labels: {', '.join(spec.labels)}",
+            f"- Input: {spec.input_size[0]}x{spec.input_size[1]} {spec.color}, "
+            f"normalisation `{spec.normalization}`",
+            f"- Data: {self.data}",
+            f"- Split: {self.split}",
+            f"- Command: `{self.command}`",
+            "",
+            "## Metrics",
+            "",
+            "```json",
+            json.dumps(self.metrics, indent=2, ensure_ascii=False),
+            "```",
+            "",
+            "## Training settings",
+            "",
+            "```json",
+            json.dumps(self.settings, indent=2, ensure_ascii=False),
+            "```",
+        ]
+        if self.notes:
+            lines += ["", "## Notes", "", self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def write_bundle(directory: Path, keras_model: Any, spec: BundleSpec, card: ModelCard) -> Path:
+    """Save `keras_model` with its manifest and card; returns the bundle directory.
+
+    Files are written under temporary names and renamed at the end, so an interrupted run
+    never leaves a bundle that looks complete but is not.
+    """
+    if spec.model_file != MODEL_FILE:
+        raise ValueError(f"bundle model_file must be {MODEL_FILE!r}, got {spec.model_file!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    staged = {
+        MODEL_FILE: directory / f".{MODEL_FILE}.partial.keras",
+        BUNDLE_FILE: directory / f".{BUNDLE_FILE}.partial",
+        CARD_FILE: directory / f".{CARD_FILE}.partial",
+    }
+    keras_model.save(staged[MODEL_FILE])
+    manifest = {**spec.to_json(), "extra": {**spec.extra, "metrics": card.metrics}}
+    staged[BUNDLE_FILE].write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    staged[CARD_FILE].write_text(card.to_markdown(spec), encoding="utf-8")
+    for final, temporary in staged.items():
+        temporary.replace(directory / final)
+    return directory

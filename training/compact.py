@@ -1,0 +1,60 @@
+"""The compact CNN we train from scratch on small greyscale faces: the CPU-friendly default."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ml.layers import FlipAverage
+
+
+def _conv_bn(x, filters: int, name: str, strides: int = 1):
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def _residual_stage(x, filters: int, blocks: int, name: str):
+    """Downsample by 2, then `blocks` residual blocks of two 3x3 convolutions."""
+    x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    for b in range(blocks):
+        shortcut = x
+        if shortcut.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_{b}_proj")(x)
+            shortcut = layers.BatchNormalization(name=f"{name}_{b}_proj_bn")(shortcut)
+        y = _conv_bn(x, filters, f"{name}_{b}_a")
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_{b}_b")(y)
+        y = layers.BatchNormalization(name=f"{name}_{b}_b_bn")(y)
+        x = layers.Activation("relu", name=f"{name}_{b}_out")(layers.add([shortcut, y]))
+    return x
+
+
+def compact_cnn(
+    input_size: int = 48,
+    classes: int = 7,
+    *,
+    width: int = 32,
+    blocks: tuple[int, int, int] = (1, 1, 1),
+    dropout: float = 0.3,
+) -> keras.Model:
+    """A small ResNet for `input_size`² greyscale faces scaled to 0..1; softmax outputs."""
+    if input_size < 24:
+        raise ValueError(f"input_size must be at least 24, got {input_size!r}")
+    if classes < 2:
+        raise ValueError(f"classes must be at least 2, got {classes!r}")
+    inputs = keras.Input((input_size, input_size, 1), name="face")
+    x = _conv_bn(inputs, width, "stem_a")
+    x = _conv_bn(x, width, "stem_b")
+    for i, count in enumerate(blocks):
+        x = _residual_stage(x, width * 2 ** (i + 1), count, f"stage{i + 1}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name="moodnet")
+
+
+def with_flip_averaging(classifier: keras.Model) -> keras.Model:
+    """The serving model: the classifier's average over the face and its mirror image."""
+    inputs = keras.Input(classifier.input_shape[1:], name="face")
+    outputs = FlipAverage(classifier, name="flip_average")(inputs)
+    return keras.Model(inputs, outputs, name=f"{classifier.name}_tta")
