@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,36 +61,40 @@ DbOption = Annotated[
 
 @app.command()
 def run(model: ModelOption = None, db: DbOption = None) -> None:
-    """Start moodbot: the console chat when no bot token is set."""
-    from bot.console import ConsoleChat, console_sender
+    """Start moodbot: Telegram and/or Discord when their tokens are set, else the console chat."""
     from ml.errors import ModelLoadError
 
     settings = _settings(MOODBOT_MODEL=model, MOODBOT_DB=db)
-    for name, token in (
-        ("Telegram", settings.telegram_bot_token),
-        ("Discord", settings.discord_bot_token),
-    ):
-        if token:
-            log.warning("%s token is set, but this build has only the console chat.", name)
-
-    async def chat() -> None:
-        from bot.app import open_service
-
-        async with open_service(settings) as service:
-            console = ConsoleChat(
-                service,
-                sender=console_sender(),
-                max_bytes=settings.max_image_bytes,
-                out=sys.stdout,
-            )
-            await console.run(sys.stdin, interactive=sys.stdin.isatty())
-
+    bots = settings.telegram_bot_token or settings.discord_bot_token
     try:
-        asyncio.run(chat())
+        asyncio.run(_bots(settings) if bots else _console(settings))
     except ModelLoadError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         typer.echo("", err=True)
+
+
+async def _bots(settings: Settings) -> None:
+    from bot.runner import StartupError, TransportStopped, serve
+
+    try:
+        await serve(settings)
+    except (StartupError, TransportStopped) as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _console(settings: Settings) -> None:
+    from bot.app import open_service
+    from bot.console import ConsoleChat, console_sender
+
+    async with open_service(settings) as service:
+        console = ConsoleChat(
+            service,
+            sender=console_sender(),
+            max_bytes=settings.max_image_bytes,
+            out=sys.stdout,
+        )
+        await console.run(sys.stdin, interactive=sys.stdin.isatty())
 
 
 @app.command()
@@ -121,8 +127,32 @@ def _printer(as_json: bool, human: Any) -> Any:
     return emit
 
 
+@contextmanager
+def _native_stderr_hidden() -> Iterator[None]:
+    """Hide what native code writes straight to file descriptor 2 while the block runs."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_tensorflow() -> None:
+    # TensorFlow's C++ start-up lines ("Could not find cuda drivers...") bypass both Python
+    # logging and TF_CPP_MIN_LOG_LEVEL; a failed import still raises once stderr is back.
+    if os.environ.get("MOODBOT_LOG_LEVEL", "").upper() == "DEBUG":
+        return
+    with _native_stderr_hidden():
+        import tensorflow  # noqa: F401
+
+
 def main() -> None:
     """Console-script entry point."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("run", "analyze"):
+        _import_tensorflow()
     app()
 
 

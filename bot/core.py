@@ -7,24 +7,32 @@ call one method, and render the `Reply` they get back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Concatenate, ParamSpec
 
 from bot import texts
 from bot.chart import render_mood_chart
 from bot.history import AsyncHistory, HistoryUnavailable, MoodEntry
 from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
+from bot.ratelimit import RateLimiter
 from bot.texts import EMOJI, emotion_name, percent, say
 from ml.engine import Analysis, EmotionEngine, FaceEmotion
-from ml.errors import MLError
+from ml.errors import EngineBusy, ImageTooLarge, MLError, UnreadableImage
 
 log = logging.getLogger(__name__)
 
 MAX_GENRE_CHARS = 40
 HISTORY_COUNT_DAYS = 30
+DEFAULT_HISTORY = 10
+MAX_HISTORY = 50  # rows that still fit one chat message
+
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -48,9 +56,77 @@ class Reply:
     analysis: Analysis | None = None
     music: MusicSuggestion | None = None
 
+    # True when a chat transport may stay silent: a repeated "slow down" during a flood.
+    mute: bool = False
+
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An image still on the chat platform: what it declares about itself, and how to fetch it."""
+
+    fetch: Callable[[], Awaitable[bytes]]
+    size: int | None = None  # declared size in bytes; None or 0 when the platform does not say
+    mime_type: str | None = None
+
+
+class DownloadFailed(Exception):
+    """The photo could not be downloaded from the chat platform."""
+
+
+class InFlight:
+    """Counts work in progress, so that a shutdown can wait for it to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the enclosed work as in flight."""
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is in flight; False when `timeout` seconds passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def history_limit(arg: str | None) -> int:
+    """The n of `/history [n]`: a number from 1 to MAX_HISTORY, DEFAULT_HISTORY otherwise."""
+    text = (arg or "").strip()
+    return min(int(text), MAX_HISTORY) if text.isdigit() and int(text) > 0 else DEFAULT_HISTORY
+
+
+def _use_case(
+    method: Callable[Concatenate[MoodService, Sender, P], Coroutine[Any, Any, Reply]],
+) -> Callable[Concatenate[MoodService, Sender, P], Coroutine[Any, Any, Reply]]:
+    """Admit the call (open for work, within the user's rate) and count it while it runs."""
+
+    @functools.wraps(method)
+    async def admitted(self: MoodService, who: Sender, *args: P.args, **kwargs: P.kwargs) -> Reply:
+        refusal = self._refusal(who)
+        if refusal is not None:
+            return refusal
+        with self.in_flight.track():
+            return await method(self, who, *args, **kwargs)
+
+    return admitted
 
 
 @dataclass(frozen=True)
@@ -98,6 +174,7 @@ class MoodService:
         group_window: timedelta = timedelta(hours=24),
         default_genre: str | None = None,
         clock: Callable[[], datetime] = utc_now,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.music = music
@@ -105,26 +182,69 @@ class MoodService:
         self.group_window = group_window
         self.default_genre = default_genre
         self._clock = clock
+        # Chat transports share one per-user limiter; the console (one local user) needs none.
+        self.limiter = limiter
+        self.accepting = True
+        self.in_flight = InFlight()
+
+    # --- admission and shutdown ---------------------------------------------------------------
+
+    def _refusal(self, who: Sender) -> Reply | None:
+        """The polite answer when this call cannot be taken now, else None."""
+        if not self.accepting:
+            return Reply(text=say(who.language, "closed"), error_code="closed")
+        if self.limiter is None:
+            return None
+        verdict = self.limiter.check((who.platform, who.user_id))
+        if verdict.allowed:
+            return None
+        if verdict.first_refusal:
+            log.info("Rate limit reached by a %s user", who.platform)
+        text = say(who.language, "rate_limited", seconds=verdict.retry_after_s)
+        return Reply(text=text, error_code="rate_limited", mute=not verdict.first_refusal)
+
+    def stop_accepting(self) -> None:
+        """Answer every new request with "restarting"; work already admitted goes on."""
+        self.accepting = False
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for admitted work to finish; False when `timeout` seconds were not enough."""
+        return await self.in_flight.wait_idle(timeout)
+
+    @property
+    def max_image_bytes(self) -> int:
+        """The largest image file the engine accepts."""
+        return self.engine.config.limits.max_bytes
+
+    @property
+    def ideal_image_side(self) -> int:
+        """The long side (px) the face detector works at: larger photos only cost download time."""
+        return self.engine.config.detect_max_side
 
     # --- selfies ------------------------------------------------------------------------------
 
-    async def analyze_selfie(self, who: Sender, image: bytes) -> Reply:
-        """Read the emotion on every face, recommend music for the main one, remember it."""
+    @_use_case
+    async def analyze_selfie(
+        self, who: Sender, image: bytes | Upload, *, remember: bool = True
+    ) -> Reply:
+        """Read every face, find music for the main one, store it unless remember=False."""
         analysis, failure = await self._analyze(who, image)
         if failure:
             return failure
         assert analysis and analysis.primary
         face = analysis.primary
         music = await self._music_for(who, face.emotion)
-        saved = await self._record(who, face, len(analysis.faces))
         lines = [self._describe_faces(who.language, analysis.faces), self._why(who, music)]
-        if not saved:
+        if not remember:
+            lines.append(say(who.language, "not_saved_other"))
+        elif not await self._record(who, face, len(analysis.faces)):
             lines.append(say(who.language, "history_unsaved"))
         return Reply(
             text="\n".join(lines), links=music.recommendations, analysis=analysis, music=music
         )
 
-    async def group_photo_mix(self, who: Sender, image: bytes) -> Reply:
+    @_use_case
+    async def group_photo_mix(self, who: Sender, image: bytes | Upload) -> Reply:
         """One suggestion for everybody in a group photo (nothing is stored)."""
         analysis, failure = await self._analyze(who, image)
         if failure:
@@ -133,14 +253,37 @@ class MoodService:
         blend = blend_moods((f.emotion, f.confidence) for f in analysis.faces)
         return await self._blend_reply(who, blend, "group_photo_title", analysis)
 
-    async def _analyze(self, who: Sender, image: bytes) -> tuple[Analysis | None, Reply | None]:
+    async def _analyze(
+        self, who: Sender, image: bytes | Upload
+    ) -> tuple[Analysis | None, Reply | None]:
         try:
-            analysis = await self.engine.analyze(image)
+            data = await self._download(image) if isinstance(image, Upload) else image
+            analysis = await self.engine.analyze(data)
         except MLError as exc:
             return None, self._ml_error(who, exc)
+        except DownloadFailed as exc:
+            log.warning("Download from %s failed: %s", who.platform, exc)
+            return None, Reply(
+                text=say(who.language, "download_failed"), error_code="download_failed"
+            )
         if not analysis.faces:
             return None, Reply(text=say(who.language, "no_face"), error_code="no_face")
         return analysis, None
+
+    async def _download(self, upload: Upload) -> bytes:
+        """Fetch an upload, after refusing what could never be analysed without fetching it."""
+        mime = (upload.mime_type or "").lower()
+        # application/octet-stream says nothing: let the decoder judge those bytes.
+        if mime and mime != "application/octet-stream" and not mime.startswith("image/"):
+            raise UnreadableImage(f"{upload.mime_type} is not an image type.")
+        limit = self.max_image_bytes
+        if upload.size and upload.size > limit:
+            raise ImageTooLarge(
+                f"The file is {upload.size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB."
+            )
+        if self.engine.queue_depth >= self.engine.config.queue_size:
+            raise EngineBusy()  # no download for a photo that could not be queued anyway
+        return await upload.fetch()
 
     def _ml_error(self, who: Sender, exc: MLError) -> Reply:
         """The one place that turns an engine failure into a kind reply."""
@@ -241,7 +384,8 @@ class MoodService:
 
     # --- history ------------------------------------------------------------------------------
 
-    async def show_history(self, who: Sender, limit: int = 10) -> Reply:
+    @_use_case
+    async def show_history(self, who: Sender, limit: int = DEFAULT_HISTORY) -> Reply:
         """The user's recent moods as text, with a chart of them over time."""
         lang = who.language
         since = self._clock() - timedelta(days=HISTORY_COUNT_DAYS)
@@ -271,6 +415,7 @@ class MoodService:
 
     # --- group mix ----------------------------------------------------------------------------
 
+    @_use_case
     async def group_mix(self, who: Sender) -> Reply:
         """One suggestion for a chat, blended from its members' latest moods in the window."""
         lang = who.language
@@ -304,6 +449,7 @@ class MoodService:
 
     # --- privacy and preferences --------------------------------------------------------------
 
+    @_use_case
     async def forget(self, who: Sender) -> Reply:
         """Delete every mood and preference of this user, in every chat."""
         try:
@@ -312,6 +458,7 @@ class MoodService:
             return _history_down(who, exc)
         return Reply(text=say(who.language, "forgotten", count=count))
 
+    @_use_case
     async def set_mode(self, who: Sender, mode: str) -> Reply:
         """Choose whether music matches, lifts or calms the mood."""
         mode = mode.strip().lower()
@@ -319,6 +466,7 @@ class MoodService:
             return Reply(text=say(who.language, "mode_bad"), error_code="bad_argument")
         return await self._save_preference(who, say(who.language, "mode_set", mode=mode), mode=mode)
 
+    @_use_case
     async def set_genre(self, who: Sender, genre: str) -> Reply:
         """Add a genre or language to every music search ('off' clears it)."""
         genre = " ".join(genre.split())
@@ -337,5 +485,20 @@ class MoodService:
         return Reply(text=text)
 
     def help(self, who: Sender) -> Reply:
-        """What the bot does and what it stores."""
-        return Reply(text=say(who.language, "help"))
+        """What the bot does and what it stores, with this platform's commands."""
+        key = f"help_{who.platform}"
+        return Reply(text=say(who.language, key if key in texts.MESSAGES["en"] else "help"))
+
+    def welcome(self, who: Sender) -> Reply:
+        """The first message: a greeting, then the help."""
+        return Reply(text=f"{say(who.language, 'welcome')}\n\n{self.help(who).text}")
+
+    def privacy(self, who: Sender) -> Reply:
+        """Exactly what is stored, for how long it counts, and how to delete it."""
+        hours = round(self.group_window.total_seconds() / 3600)
+        return Reply(text=say(who.language, "privacy", hours=hours))
+
+    @_use_case
+    async def hint(self, who: Sender) -> Reply:
+        """A nudge for words without a photo; rate limited, as floods are mostly chatter."""
+        return Reply(text=say(who.language, "hint"))

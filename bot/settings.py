@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ml.decode import DecodeLimits
 from ml.engine import EngineConfig
+
+TELEGRAM_API = "https://api.telegram.org/bot"
+# Telegram's rule for the webhook secret token: 1-256 of these characters.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class SettingsError(Exception):
@@ -23,7 +29,15 @@ class Settings(BaseSettings):
     )
 
     telegram_bot_token: SecretStr | None = Field(None, alias="TELEGRAM_BOT_TOKEN")
+    telegram_base_url: str = Field(TELEGRAM_API, alias="TELEGRAM_BASE_URL")
+    telegram_base_file_url: str | None = Field(None, alias="TELEGRAM_BASE_FILE_URL")
+    telegram_webhook_url: str | None = Field(None, alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_listen: str = Field("127.0.0.1", alias="TELEGRAM_WEBHOOK_LISTEN")
+    telegram_webhook_port: int = Field(8443, ge=1, le=65535, alias="TELEGRAM_WEBHOOK_PORT")
+    telegram_webhook_secret: SecretStr | None = Field(None, alias="TELEGRAM_WEBHOOK_SECRET")
     discord_bot_token: SecretStr | None = Field(None, alias="DISCORD_BOT_TOKEN")
+    discord_sync_commands: bool = Field(True, alias="DISCORD_SYNC_COMMANDS")
+    discord_guild_id: int | None = Field(None, gt=0, alias="DISCORD_GUILD_ID")
     spotify_client_id: str | None = Field(None, alias="SPOTIFY_CLIENT_ID")
     spotify_client_secret: SecretStr | None = Field(None, alias="SPOTIFY_CLIENT_SECRET")
     spotify_api_url: str = Field("https://api.spotify.com/v1/", alias="SPOTIFY_API_URL")
@@ -43,6 +57,9 @@ class Settings(BaseSettings):
     group_window_hours: float = Field(24.0, gt=0, le=24 * 365, alias="MOODBOT_GROUP_WINDOW_HOURS")
     default_genre: str | None = Field(None, max_length=60, alias="MOODBOT_GENRE")
     log_level: str = Field("INFO", alias="MOODBOT_LOG_LEVEL")
+    rate_limit_burst: int = Field(6, ge=1, le=1000, alias="MOODBOT_RATE_LIMIT_BURST")
+    rate_limit_per_minute: float = Field(12.0, ge=0, le=6000, alias="MOODBOT_RATE_LIMIT_PER_MINUTE")
+    shutdown_grace_s: float = Field(20.0, ge=0, le=600, alias="MOODBOT_SHUTDOWN_GRACE_S")
 
     @field_validator("log_level")
     @classmethod
@@ -53,17 +70,54 @@ class Settings(BaseSettings):
         return level
 
     @field_validator(
-        "telegram_bot_token", "discord_bot_token", "spotify_client_secret", mode="before"
+        "telegram_bot_token",
+        "discord_bot_token",
+        "spotify_client_secret",
+        "telegram_webhook_secret",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `.env.example` copies leave keys present but empty: treat them as not configured.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("spotify_client_id", "spotify_market", "default_genre", mode="before")
+    @field_validator(
+        "spotify_client_id",
+        "spotify_market",
+        "default_genre",
+        "telegram_base_file_url",
+        "telegram_webhook_url",
+        "discord_guild_id",
+        mode="before",
+    )
     @classmethod
     def _blank_text_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("telegram_base_url", "telegram_base_file_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # python-telegram-bot appends the token right after it: no trailing slash.
+        value = value.strip().rstrip("/")
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value.strip()).scheme != "https":
+            raise ValueError("Telegram delivers webhooks only to https:// URLs")
+        return value.strip() if value else None
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
 
     @model_validator(mode="after")
     def _spotify_pair(self) -> Settings:
@@ -72,6 +126,21 @@ class Settings(BaseSettings):
                 "SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET must be set together (or neither)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _telegram_file_url(self) -> Settings:
+        if self.telegram_base_file_url is None and not self.telegram_base_url.endswith("/bot"):
+            raise ValueError(
+                "TELEGRAM_BASE_FILE_URL must be set when TELEGRAM_BASE_URL does not end in /bot"
+            )
+        return self
+
+    @property
+    def telegram_file_url(self) -> str:
+        """Where files download from: TELEGRAM_BASE_FILE_URL, or derived (/bot -> /file/bot)."""
+        if self.telegram_base_file_url:
+            return self.telegram_base_file_url
+        return self.telegram_base_url.removesuffix("/bot") + "/file/bot"
 
     @property
     def spotify_configured(self) -> bool:

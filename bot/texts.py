@@ -70,6 +70,58 @@ MESSAGES: dict[str, dict[str, str]] = {
         "genre_bad": "Please give a genre of at most 40 characters, like /genre k-pop.",
         "unknown_command": "I don't know that command. /help lists what I can do.",
         "not_a_file": "I couldn't open {path}: {reason}",
+        # --- chat bots (Telegram, Discord) ---
+        "help_telegram": (
+            "Send me a selfie and I'll tell you the mood I see and find music for it. "
+            "In a group, send the photo with /mood in its caption, mention me, or reply /mood "
+            "to a photo.\n"
+            "/history [n] — your recent moods, with a chart (in groups I send it to you "
+            "privately)\n"
+            "/groupmix — one playlist for this chat, from its members' recent moods (reply it "
+            "to a group photo for everyone in the photo)\n"
+            "/mode match|lift|calm — music that matches your mood, lifts it, or calms it\n"
+            "/genre <words> — a genre or language to add to searches (/genre off to clear)\n"
+            "/forget — delete everything I stored about you\n"
+            "/privacy — what I store\n"
+            "I keep only the emotion, its confidence and the time, never your photo."
+        ),
+        "help_discord": (
+            "Send me a selfie and I'll tell you the mood I see and find music for it: use "
+            "/mood with an image, send it to me in a direct message, or post it with a mention "
+            "of me.\n"
+            "/history — your recent moods, with a chart (only you see it)\n"
+            "/groupmix — one playlist for this channel, from its members' recent moods (add an "
+            "image for everyone in a group photo)\n"
+            "/mode — music that matches your mood, lifts it, or calms it\n"
+            "/genre — a genre or language to add to searches (off to clear)\n"
+            "/forget — delete everything I stored about you\n"
+            "/privacy — what I store\n"
+            "I keep only the emotion, its confidence and the time, never your photo."
+        ),
+        "welcome": "Hi, I'm moodbot 👋",
+        "privacy": (
+            "For each selfie I analyse I store: the emotion I read, how sure I was, how many "
+            "faces there were, the chat, your user id and the time. Your photo is analysed in "
+            "memory and dropped right away; it never touches a disk. I also keep your /mode and "
+            "/genre if you set them. Group mixes use members' moods from the last {hours} hours. "
+            "/forget deletes all of it, in every chat, at once."
+        ),
+        "hint": "Send me a selfie and I'll read your mood. /help lists everything I can do.",
+        "rate_limited": "Slow down a little 🙂 Try again in {seconds} s.",
+        "download_failed": "I couldn't download that photo. Please send it again.",
+        "not_saved_other": "(Not saved to anyone's history: it isn't your photo.)",
+        "mood_needs_photo": "Reply /mood to a photo, or send a photo with /mood in its caption.",
+        "forget_confirm": "Delete all your moods and settings, in every chat? This cannot be "
+        "undone.",
+        "forget_yes": "Yes, delete everything",
+        "forget_no": "Cancel",
+        "forget_cancelled": "OK, I kept everything.",
+        "not_your_button": "This button is for someone else.",
+        "history_sent_privately": "I sent your history to you in a private chat.",
+        "history_private_only": "I don't show personal history in groups. Open a private chat "
+        "with me and send /history there.",
+        "open_private_chat": "Open a private chat",
+        "failed": "Sorry, something went wrong on my side. Please try again in a moment.",
     },
     "ko": {
         "help": (
@@ -120,10 +172,81 @@ MESSAGES: dict[str, dict[str, str]] = {
         "genre_bad": "장르는 40자 이내로 적어 주세요. 예: /genre k-pop",
         "unknown_command": "모르는 명령이에요. /help 로 할 수 있는 일을 보세요.",
         "not_a_file": "{path} 파일을 열 수 없어요: {reason}",
+        # --- chat bots (Telegram, Discord) ---
+        "help_telegram": (
+            "셀카를 보내 주시면 표정에서 감정을 읽고 어울리는 음악을 찾아 드려요. 그룹에서는 "
+            "사진 설명에 /mood를 쓰거나, 저를 멘션하거나, 사진에 /mood로 답장해 주세요.\n"
+            "/history [n] — 최근 감정 기록과 차트 (그룹에서는 개인 채팅으로 보내 드려요)\n"
+            "/groupmix — 이 채팅방 멤버들의 최근 감정으로 고른 플레이리스트 (단체 사진에 "
+            "답장하면 사진 속 모두를 위한 믹스)\n"
+            "/mode match|lift|calm — 감정에 맞추기, 기분 끌어올리기, 진정시키기\n"
+            "/genre <단어> — 검색에 더할 장르나 언어 (/genre off로 해제)\n"
+            "/forget — 저장된 내 기록 모두 삭제\n"
+            "/privacy — 무엇을 저장하는지\n"
+            "사진은 저장하지 않고 감정, 확신도, 시간만 기록해요."
+        ),
+        "help_discord": (
+            "셀카를 보내 주시면 표정에서 감정을 읽고 어울리는 음악을 찾아 드려요. /mood에 "
+            "이미지를 첨부하거나, DM으로 보내거나, 저를 멘션하며 올려 주세요.\n"
+            "/history — 최근 감정 기록과 차트 (나만 볼 수 있어요)\n"
+            "/groupmix — 이 채널 멤버들의 최근 감정으로 고른 플레이리스트 (이미지를 붙이면 "
+            "단체 사진 속 모두를 위한 믹스)\n"
+            "/mode — 감정에 맞추기, 기분 끌어올리기, 진정시키기\n"
+            "/genre — 검색에 더할 장르나 언어 (off로 해제)\n"
+            "/forget — 저장된 내 기록 모두 삭제\n"
+            "/privacy — 무엇을 저장하는지\n"
+            "사진은 저장하지 않고 감정, 확신도, 시간만 기록해요."
+        ),
+        "welcome": "안녕하세요, moodbot이에요 👋",
+        "privacy": (
+            "셀카를 분석할 때마다 읽은 감정, 확신도, 얼굴 수, 채팅방, 사용자 ID, 시간을 "
+            "저장해요. 사진은 메모리에서 분석한 뒤 바로 버리고 디스크에 저장하지 않아요. "
+            "/mode와 /genre를 설정했다면 그 설정도 저장해요. 그룹 믹스는 최근 {hours}시간 동안의 "
+            "멤버 감정을 사용해요. /forget 하면 모든 채팅방의 기록이 한 번에 지워져요."
+        ),
+        "hint": "셀카를 보내 주시면 감정을 읽어 드려요. /help 로 할 수 있는 일을 보세요.",
+        "rate_limited": "조금 천천히 보내 주세요 🙂 {seconds}초 뒤에 다시 시도해 주세요.",
+        "download_failed": "사진을 내려받지 못했어요. 다시 보내 주세요.",
+        "not_saved_other": "(내 사진이 아니라서 누구의 기록에도 저장하지 않았어요.)",
+        "mood_needs_photo": "사진에 /mood로 답장하거나, 사진 설명에 /mood를 적어 보내 주세요.",
+        "forget_confirm": "모든 채팅방의 감정 기록과 설정을 삭제할까요? 되돌릴 수 없어요.",
+        "forget_yes": "네, 모두 삭제해요",
+        "forget_no": "취소",
+        "forget_cancelled": "알겠어요, 아무것도 지우지 않았어요.",
+        "not_your_button": "다른 사람을 위한 버튼이에요.",
+        "history_sent_privately": "기록을 개인 채팅으로 보내 드렸어요.",
+        "history_private_only": "그룹에서는 개인 기록을 보여 드리지 않아요. 저와 개인 채팅을 "
+        "열고 /history를 보내 주세요.",
+        "open_private_chat": "개인 채팅 열기",
+        "failed": "죄송해요, 문제가 생겼어요. 잠시 후 다시 시도해 주세요.",
     },
 }
 
 LANGUAGES = tuple(MESSAGES)
+
+# The command menus of both bots (Telegram's /setMyCommands, Discord's slash commands).
+COMMANDS: dict[str, dict[str, str]] = {
+    "en": {
+        "mood": "Read the mood on a photo and find music for it",
+        "history": "Your recent moods, with a chart",
+        "groupmix": "One playlist for this chat, from its members' moods",
+        "mode": "Music that matches your mood, lifts it, or calms it",
+        "genre": "A genre or language to add to music searches",
+        "forget": "Delete everything I stored about you",
+        "privacy": "What I store, and for how long",
+        "help": "What I can do",
+    },
+    "ko": {
+        "mood": "사진 속 표정의 감정을 읽고 음악 찾기",
+        "history": "최근 감정 기록과 차트",
+        "groupmix": "멤버들의 감정으로 고른 이 채팅방의 플레이리스트",
+        "mode": "감정에 맞추기, 끌어올리기, 진정시키기",
+        "genre": "음악 검색에 더할 장르나 언어",
+        "forget": "저장된 내 기록 모두 삭제",
+        "privacy": "무엇을 얼마나 저장하는지",
+        "help": "할 수 있는 일",
+    },
+}
 
 
 def language_of(code: str | None) -> str:
