@@ -127,6 +127,18 @@ def _printer(as_json: bool, human: Any) -> Any:
     return emit
 
 
+def _mount_training_commands() -> None:
+    # The training pipeline's commands (preprocess, train, eval, ...) live in training/;
+    # training never imports bot/, so the CLI is where the two meet.
+    from training.cli import COMMANDS
+
+    for name, command in COMMANDS.items():
+        app.command(name)(command)
+
+
+_mount_training_commands()
+
+
 @contextmanager
 def _native_stderr_hidden() -> Iterator[None]:
     """Hide what native code writes straight to file descriptor 2 while the block runs."""
@@ -151,7 +163,7 @@ def _import_tensorflow() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    if len(sys.argv) > 1 and sys.argv[1] in ("run", "analyze"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("run", "analyze", "eval", "train", "train-vggface"):
         _import_tensorflow()
     app()
 

@@ -55,7 +55,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "history_title": "Your last {count} moods:",
         "history_row": "{when} — {emotion} {emoji} {confidence}",
         "history_counts": "Last {days} days: {counts}",
-        "chart_title": "Your moods",
         "group_empty": "Nobody here has sent me a selfie in the last {hours} hours. "
         "Send selfies first, or a group photo with /group.",
         "group_title": "Group mix for {count} {people}: {breakdown}.",
@@ -157,7 +156,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "history_title": "최근 감정 {count}개:",
         "history_row": "{when} — {emotion} {emoji} {confidence}",
         "history_counts": "최근 {days}일: {counts}",
-        "chart_title": "나의 감정 기록",
         "group_empty": "최근 {hours}시간 동안 이 방에서 셀카를 보낸 사람이 없어요. 먼저 셀카를 "
         "보내거나 단체 사진과 함께 /group을 보내 주세요.",
         "group_title": "{count}{people}의 그룹 믹스: {breakdown}.",

@@ -11,13 +11,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from training.aihub import IMAGE_SUFFIXES, DatasetError
+
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
-
-
-class DatasetError(Exception):
-    """The dataset folder cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,397 @@
+"""Training commands: preprocess, download-weights, train-vggface, eval (mounted into `moodbot`).
+
+Each command is also a plain function (`preprocess_command`, ...). Bad input (a missing
+folder, a damaged weight file, an impossible option) ends with one line naming the file and
+the reason and exit status 2; a failure such as a refused download ends with status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+app = typer.Typer(
+    name="moodbot-training",
+    help="Prepare data, fetch VGG-Face weights, train and evaluate emotion models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger(__name__)
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+class ColorChoice(StrEnum):
+    rgb = "rgb"
+    grayscale = "grayscale"
+
+
+class FormatChoice(StrEnum):
+    png = "png"
+    jpg = "jpg"
+
+
+class ArchitectureChoice(StrEnum):
+    vgg16 = "vgg16"
+    resnet50 = "resnet50"
+    senet50 = "senet50"
+
+
+class ModeChoice(StrEnum):
+    frozen = "frozen"
+    finetune = "finetune"
+
+
+@contextmanager
+def _reported(command: str) -> Iterator[None]:
+    """Turn the named failures into one line on stderr and an exit status; no traceback."""
+    # Imported here: training.vggface_train loads Keras, and `moodbot --help` should not wait.
+    from ml.errors import MLError
+    from training.aihub import DatasetError
+    from training.evaluate import EvalError
+    from training.vggface import VGGFaceError
+    from training.vggface_train import NotEnoughData, TrainError
+    from training.weights import DownloadFailed
+
+    try:
+        yield
+    except DownloadFailed as exc:
+        typer.echo(f"moodbot {command}: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except (DatasetError, EvalError, VGGFaceError, NotEnoughData, ValueError) as exc:
+        typer.echo(f"moodbot {command}: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (MLError, TrainError) as exc:
+        typer.echo(f"moodbot {command}: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _logging(verbose: bool = False) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+
+
+# --- preprocess ---------------------------------------------------------------------------------
+
+
+def preprocess_command(
+    input_dir: Annotated[Path, typer.Argument(help="AIHub layout, folder per class, or names.")],
+    output_dir: Annotated[Path, typer.Argument(help="Where <label>/<name>.png crops go.")],
+    size: Annotated[
+        int, typer.Option(envvar="MOODBOT_CROP_SIZE", help="Side of the square crops.")
+    ] = 224,
+    color: Annotated[
+        ColorChoice, typer.Option(envvar="MOODBOT_CROP_COLOR", help="rgb for VGG-Face.")
+    ] = ColorChoice.rgb,
+    margin: Annotated[
+        float, typer.Option(envvar="MOODBOT_CROP_MARGIN", help="Face size added per side.")
+    ] = 0.2,
+    level: Annotated[
+        bool, typer.Option(envvar="MOODBOT_CROP_LEVEL", help="Rotate so the eyes are level.")
+    ] = True,
+    image_format: Annotated[
+        FormatChoice, typer.Option("--format", envvar="MOODBOT_CROP_FORMAT")
+    ] = FormatChoice.png,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Try again the images an earlier run found no face in.")
+    ] = False,
+    limit_per_class: Annotated[int | None, typer.Option(help="At most N images a class.")] = None,
+    summary_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON.")
+    ] = False,
+) -> None:
+    """Crop the largest face of every image (MTCNN, as the bot does); resumable."""
+    from training.preprocess import CropSettings, preprocess
+
+    _logging()
+    with _reported("preprocess"):
+        CropSettings(size, color.value, margin, level, image_format.value)  # type: ignore[arg-type]
+        summary = preprocess(
+            input_dir,
+            output_dir,
+            size=size,
+            color=color.value,  # type: ignore[arg-type]
+            margin=margin,
+            level=level,
+            image_format=image_format.value,  # type: ignore[arg-type]
+            retry_failed=retry_failed,
+            limit_per_class=limit_per_class,
+        )
+    if summary_json:
+        typer.echo(json.dumps(summary.to_json(), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(summary.describe())
+
+
+# --- download-weights ---------------------------------------------------------------------------
+
+
+def download_weights_command(
+    architectures: Annotated[
+        list[ArchitectureChoice] | None,
+        typer.Argument(help="Which backbones (default: resnet50)."),
+    ] = None,
+    include_top: Annotated[
+        bool, typer.Option(help="The files with the identity classifier (much larger).")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="MOODBOT_WEIGHTS_DIR", help="Default ~/.cache/moodbot/vggface."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(envvar="MOODBOT_WEIGHTS_URL", help="A mirror of the v2.0 release files."),
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="Expected sha256 (one architecture only).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Download even when a good copy is there.")] = False,
+    timeout: Annotated[
+        float, typer.Option(envvar="MOODBOT_DOWNLOAD_TIMEOUT", help="Seconds per network wait.")
+    ] = 30.0,
+) -> None:
+    """Fetch keras-vggface's published weight files into the cache and verify them."""
+    from training.weights import download_weights, weight_file_url
+
+    _logging()
+    chosen = [a.value for a in architectures or [ArchitectureChoice.resnet50]]
+    with _reported("download-weights"):
+        if sha256 and len(chosen) > 1:
+            raise ValueError("--sha256 applies to one file: name one architecture.")
+        for architecture in chosen:
+            result = download_weights(
+                architecture,
+                include_top,
+                cache_dir=cache_dir,
+                url=weight_file_url(architecture, include_top, base_url or ""),
+                sha256=sha256,
+                force=force,
+                timeout=timeout,
+            )
+            state = "downloaded" if result.downloaded else "already there"
+            typer.echo(f"{result.path} ({state}, {result.size} bytes, sha256 {result.sha256})")
+
+
+# --- train-vggface ------------------------------------------------------------------------------
+
+
+def train_vggface_command(
+    data_dir: Annotated[Path, typer.Argument(help="Face crops, one folder per class.")],
+    output_dir: Annotated[Path, typer.Argument(help="The model bundle to write.")],
+    architecture: Annotated[
+        ArchitectureChoice, typer.Option(envvar="MOODBOT_VGGFACE_ARCH")
+    ] = ArchitectureChoice.resnet50,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MOODBOT_VGGFACE_WEIGHTS",
+            help="A keras-vggface notop .h5, or 'vggface' for the downloaded one; "
+            "none trains from random weights.",
+        ),
+    ] = None,
+    mode: Annotated[
+        ModeChoice, typer.Option(help="frozen: cache features, train the head; finetune: all.")
+    ] = ModeChoice.frozen,
+    input_size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
+    epochs: Annotated[int, typer.Option()] = 300,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 1e-4,
+    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs).")] = 30,
+    lr_patience: Annotated[int, typer.Option(help="Halve the LR after N flat epochs.")] = 0,
+    val_split: Annotated[float, typer.Option(help="Validation share of each class.")] = 0.2,
+    val_dir: Annotated[Path | None, typer.Option(help="A separate validation set.")] = None,
+    class_weights: Annotated[bool, typer.Option(help="Balance classes in the loss.")] = True,
+    flip: Annotated[bool, typer.Option(help="Random horizontal flips (finetune).")] = False,
+    seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
+    limit_per_class: Annotated[int | None, typer.Option()] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="MOODBOT_FEATURE_CACHE", help="Features and checkpoints."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train the original project's VGG-Face model and write a bundle the bot can load."""
+    from training.vggface_train import VGGFaceTrainConfig, train_vggface
+
+    _logging()
+    with _reported("train-vggface"):
+        config = VGGFaceTrainConfig(
+            architecture=architecture.value,
+            weights=_weights_path(weights, architecture.value),
+            mode=mode.value,  # type: ignore[arg-type]
+            input_size=input_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            patience=patience,
+            lr_patience=lr_patience,
+            val_split=val_split,
+            val_dir=val_dir,
+            class_weights=class_weights,
+            flip=flip,
+            seed=seed,
+            limit_per_class=limit_per_class,
+            cache_dir=cache_dir,
+            name=name,
+        )
+        result = train_vggface(data_dir, output_dir, config, progress=not quiet)
+    metrics = result.metrics
+    typer.echo(
+        f"Wrote {result.bundle}: val accuracy {metrics['val_accuracy']}, "
+        f"macro-F1 {metrics['val_macro_f1']} (best epoch {metrics['best_epoch']})."
+    )
+
+
+def _weights_path(weights: str | None, architecture: str) -> Path | None:
+    if not weights:
+        return None
+    if weights == "vggface":
+        from training.weights import cached_weight_file
+
+        return cached_weight_file(architecture, include_top=False)
+    from training.vggface import WeightFileMissing
+
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightFileMissing(f"Weight file {path} does not exist.")
+    return path
+
+
+# --- train (the compact model) ------------------------------------------------------------------
+
+
+def train_command(
+    train_dir: Annotated[Path, typer.Argument(help="Faces, one folder per class (FER layout).")],
+    output_dir: Annotated[Path, typer.Argument(help="Run folder: checkpoints, curves, bundle/.")],
+    val_dir: Annotated[
+        Path | None, typer.Option(help="Validation faces; default: 10% of train, stratified.")
+    ] = None,
+    epochs: Annotated[int, typer.Option()] = 60,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    learning_rate: Annotated[
+        float, typer.Option(help="Peak of the warm-up + cosine schedule.")
+    ] = 3e-3,
+    width: Annotated[int, typer.Option(help="Channels of the first stage.")] = 32,
+    input_size: Annotated[int, typer.Option(help="Side of the greyscale input.")] = 48,
+    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs).")] = 12,
+    label_smoothing: Annotated[float, typer.Option()] = 0.1,
+    class_weight_power: Annotated[
+        float, typer.Option(help="0 none, 1 fully balanced class weights.")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Continue from this bundle's weights.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet",
+) -> None:
+    """Train the compact CNN from scratch (the CPU-friendly default model) into a bundle."""
+    from training.train import CompactRecipe, train_compact
+
+    _logging()
+    with _reported("train"):
+        recipe = CompactRecipe(
+            input_size=input_size,
+            width=width,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            label_smoothing=label_smoothing,
+            class_weight_power=class_weight_power,
+            patience=patience,
+            seed=seed,
+            name=name,
+        )
+        metrics = train_compact(
+            train_dir, output_dir, val_dir=val_dir, recipe=recipe, init_from=init_from
+        )
+    typer.echo(
+        f"Wrote {output_dir / 'bundle'}: validation accuracy {metrics['accuracy']:.4f}, "
+        f"macro-F1 {metrics['macro_f1']:.4f} (flip-averaged)."
+    )
+
+
+# --- eval ---------------------------------------------------------------------------------------
+
+
+def eval_command(
+    dataset_dir: Annotated[Path, typer.Argument(help="One folder per class.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            envvar="MOODBOT_EVAL_MODELS",
+            help="Model name or bundle directory; repeat to compare and ensemble.",
+        ),
+    ] = None,
+    aligned: Annotated[
+        bool, typer.Option(help="Images are face crops already: skip detection.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    png: Annotated[Path | None, typer.Option(help="Save the confusion matrices here.")] = None,
+    limit_per_class: Annotated[int | None, typer.Option(help="At most N images a class.")] = None,
+    tta_flip: Annotated[
+        bool, typer.Option(help="Average each face with its mirror image.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Faces per model call.")] = 64,
+) -> None:
+    """Accuracy, macro-F1, per-class scores, confusion and ms per face of each model."""
+    from ml.models import DEFAULT_MODEL
+    from training.evaluate import describe_problems, evaluate, format_report, save_confusion_png
+
+    _logging()
+    with _reported("eval"):
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        report = evaluate(
+            dataset_dir,
+            model or [DEFAULT_MODEL],
+            aligned=aligned,
+            limit_per_class=limit_per_class,
+            tta_flip=tta_flip,
+            batch_size=batch_size,
+        )
+    for line in describe_problems(report):
+        typer.echo(f"moodbot eval: {line}", err=True)
+    if png:
+        save_confusion_png(report.results, png)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        typer.echo(format_report(report))
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "preprocess": preprocess_command,
+    "train": train_command,
+    "download-weights": download_weights_command,
+    "train-vggface": train_vggface_command,
+    "eval": eval_command,
+}
+for _name, _command in COMMANDS.items():
+    app.command(_name)(_command)
+
+
+def main() -> None:
+    """Run the training commands on their own (`python -m training.cli`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Fetch and verify keras-vggface's published weight files (GitHub release v2.0) into a cache."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from training.vggface import (
+    ARCHITECTURES,
+    MIN_INPUT_SIDE,
+    VGGFaceError,
+    WeightFileInvalid,
+    WeightFileMissing,
+    build_vggface,
+    rcmalli_name,
+    read_weight_file,
+    weighted_layers,
+)
+
+log = logging.getLogger(__name__)
+
+RELEASE_URL = "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/"
+WEIGHTS_DIR_ENV = "MOODBOT_WEIGHTS_DIR"
+# Where keras-vggface itself cached them (keras.utils.get_file, cache_subdir models/vggface).
+KERAS_VGGFACE_CACHE = Path("~/.keras/models/vggface")
+_CHUNK = 1 << 20
+
+
+class DownloadFailed(VGGFaceError):
+    """The weight file could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One of the published files, where it lives in the cache, and how it was obtained."""
+
+    path: Path
+    size: int
+    sha256: str
+    downloaded: bool
+
+
+def weight_file_name(architecture: str, include_top: bool = False) -> str:
+    """The published file name, e.g. `rcmalli_vggface_tf_notop_resnet50.h5`."""
+    _check_architecture(architecture)
+    return f"rcmalli_vggface_tf_{'' if include_top else 'notop_'}{architecture}.h5"
+
+
+def weight_file_url(architecture: str, include_top: bool = False, base_url: str = "") -> str:
+    """The file's address in the GitHub release (or under `base_url`, for a mirror)."""
+    base = base_url or RELEASE_URL
+    return base.rstrip("/") + "/" + weight_file_name(architecture, include_top)
+
+
+def default_cache_dir() -> Path:
+    """$MOODBOT_WEIGHTS_DIR, else $XDG_CACHE_HOME/moodbot/vggface (~/.cache by default)."""
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache_home).expanduser() / "moodbot" / "vggface"
+
+
+def cached_weight_file(
+    architecture: str, include_top: bool = False, cache_dir: Path | None = None
+) -> Path:
+    """The local copy of a published file (ours or keras-vggface's cache); never downloads."""
+    name = weight_file_name(architecture, include_top)
+    places = [Path(cache_dir) if cache_dir else default_cache_dir(), KERAS_VGGFACE_CACHE]
+    for place in places:
+        candidate = place.expanduser() / name
+        if candidate.is_file():
+            return candidate
+    raise WeightFileMissing(
+        f"Weight file {name} is not in {places[0]} (nor in {KERAS_VGGFACE_CACHE}). "
+        f"Run `moodbot download-weights {architecture}"
+        f"{' --include-top' if include_top else ''}` where there is internet, or copy the "
+        "file there."
+    )
+
+
+def verify_weight_file(path: Path, architecture: str, include_top: bool = False) -> None:
+    """Check that `path` holds every weighted layer of the architecture, with its shapes."""
+    expected = expected_shapes(architecture, include_top)
+    found = read_weight_file(path)
+    for layer, shapes in expected.items():
+        if layer not in found:
+            raise WeightFileInvalid(f"{path} has no layer {layer!r} of VGGFace {architecture}.")
+        got = [shape for _, shape in found[layer]]
+        if got != shapes:
+            raise WeightFileInvalid(
+                f"{path}: layer {layer!r} has weights of shapes {got}, "
+                f"VGGFace {architecture} expects {shapes}."
+            )
+
+
+def expected_shapes(architecture: str, include_top: bool = False) -> dict[str, list[tuple]]:
+    """keras-vggface layer name -> weight shapes of the published 224x224 file."""
+    _check_architecture(architecture)
+    return {name: list(shapes) for name, shapes in _expected_shapes(architecture, include_top)}
+
+
+@functools.cache
+def _expected_shapes(architecture: str, include_top: bool) -> tuple[tuple[str, tuple], ...]:
+    """Built once per process: building a model to read its shapes takes a second or more."""
+    side = MIN_INPUT_SIDE  # convolution shapes do not depend on the input size
+    model = build_vggface(architecture, include_top=include_top, input_shape=(side, side, 3))
+    shapes = {
+        rcmalli_name(layer): [tuple(w.shape) for w in layer.weights]
+        for layer in weighted_layers(model)
+    }
+    if architecture == "vgg16" and include_top:
+        # fc6 reads the flattened pool5 map: 7x7x512 at 224x224 instead of 1x1x512 here.
+        kernel, bias = shapes["fc6"]
+        shapes["fc6"] = [(7 * 7 * kernel[0], kernel[1]), bias]
+    return tuple((name, tuple(weights)) for name, weights in shapes.items())
+
+
+def download_weights(
+    architecture: str,
+    include_top: bool = False,
+    *,
+    cache_dir: Path | None = None,
+    url: str | None = None,
+    sha256: str | None = None,
+    force: bool = False,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> WeightFile:
+    """Fetch one published file into the cache, verify it, and move it into place atomically."""
+    name = weight_file_name(architecture, include_top)
+    directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    target = directory / name
+    if target.is_file() and not force:
+        try:
+            return _checked(target, architecture, include_top, sha256, downloaded=False)
+        except WeightFileInvalid as exc:
+            log.warning("Replacing the cached %s: %s", target, exc)
+    url = url or weight_file_url(architecture, include_top)
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f".{name}.{os.getpid()}.partial"
+    try:
+        _fetch(url, partial, timeout=timeout, progress=progress, target=target)
+        result = _checked(partial, architecture, include_top, sha256, downloaded=True)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info("Downloaded %s (%d bytes, sha256 %s)", target, result.size, result.sha256)
+    return WeightFile(path=target, size=result.size, sha256=result.sha256, downloaded=True)
+
+
+def _checked(
+    path: Path, architecture: str, include_top: bool, sha256: str | None, *, downloaded: bool
+) -> WeightFile:
+    digest = file_sha256(path)
+    if sha256 and digest != sha256.lower():
+        raise WeightFileInvalid(f"{path} has sha256 {digest}, expected {sha256.lower()}.")
+    verify_weight_file(path, architecture, include_top)
+    return WeightFile(path=path, size=path.stat().st_size, sha256=digest, downloaded=downloaded)
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, destination: Path, *, timeout: float, progress: bool, target: Path) -> None:
+    """Stream `url` into `destination`; any network failure becomes DownloadFailed."""
+    request = urllib.request.Request(url, headers={"User-Agent": "moodbot-download-weights"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            total = _content_length(response)
+            received = _copy(response, destination, total, progress, label=target.name)
+    except urllib.error.HTTPError as exc:
+        raise DownloadFailed(f"{url} answered HTTP {exc.code} {exc.reason}.") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadFailed(
+            f"Could not download {url}: {reason}. Without internet, fetch the file on another "
+            f"machine and copy it to {target} (or pass its path with --weights)."
+        ) from exc
+    if total is not None and received != total:
+        raise DownloadFailed(f"The download of {url} stopped after {received} of {total} bytes.")
+
+
+def _content_length(response: object) -> int | None:
+    value = getattr(response, "headers", {}).get("Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _copy(
+    response: object, destination: Path, total: int | None, progress: bool, label: str
+) -> int:
+    received = 0
+    with (
+        destination.open("wb") as out,
+        tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar,
+    ):
+        while chunk := response.read(_CHUNK):  # type: ignore[attr-defined]
+            out.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    return received
+
+
+def _check_architecture(architecture: str) -> None:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
+        )
