@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bot.history import AsyncHistory
 from ml.engine import EmotionEngine, EngineConfig
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -71,6 +72,14 @@ def engine() -> Iterator[EmotionEngine]:
     engine = EmotionEngine.load(config=EngineConfig())
     yield engine
     engine.close()
+
+
+@pytest.fixture
+async def history(tmp_path: Path) -> AsyncIterator[AsyncHistory]:
+    """A real mood history in a fresh SQLite file."""
+    history = await AsyncHistory.open(tmp_path / "moods.db")
+    yield history
+    await history.aclose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,13 +19,6 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ALICE = Sender(platform="telegram", chat_id="group-1", user_id="alice")
 BOB = Sender(platform="telegram", chat_id="group-1", user_id="bob")
 MINJI = Sender(platform="telegram", chat_id="group-1", user_id="minji", language="ko")
-
-
-@pytest.fixture
-async def history(tmp_path: Path) -> AsyncIterator[AsyncHistory]:
-    history = await AsyncHistory.open(tmp_path / "moods.db")
-    yield history
-    await history.aclose()
 
 
 @pytest.fixture

@@ -139,13 +139,6 @@ async def invoke(bot: MoodBot, name: str, interaction: FakeInteraction, **option
 
 
 @pytest.fixture
-async def history(tmp_path: Path) -> AsyncIterator[AsyncHistory]:
-    history = await AsyncHistory.open(tmp_path / "moods.db")
-    yield history
-    await history.aclose()
-
-
-@pytest.fixture
 def service(engine: EmotionEngine, history: AsyncHistory) -> MoodService:
     music = MusicRecommender(None, rng=random.Random(5))
     return MoodService(engine, music, history, limiter=RateLimiter(burst=50, per_minute=600))

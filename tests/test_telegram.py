@@ -7,7 +7,6 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -34,13 +33,6 @@ BOB = TgUser(1002, "Bob")
 MINJI = TgUser(1003, "Minji", language_code="ko")
 GROUP = FakeTelegram.group(-1001)
 HINT = "Send me a selfie and I'll read your mood. /help lists everything I can do."
-
-
-@pytest.fixture
-async def history(tmp_path: Path) -> AsyncIterator[AsyncHistory]:
-    history = await AsyncHistory.open(tmp_path / "moods.db")
-    yield history
-    await history.aclose()
 
 
 @pytest.fixture

@@ -143,13 +143,6 @@ class DiscordDriver:
 
 
 @pytest.fixture
-async def history(tmp_path: Path) -> AsyncIterator[AsyncHistory]:
-    history = await AsyncHistory.open(tmp_path / "moods.db")
-    yield history
-    await history.aclose()
-
-
-@pytest.fixture
 def service(engine: EmotionEngine, history: AsyncHistory) -> MoodService:
     music = MusicRecommender(None, rng=random.Random(11))
     return MoodService(engine, music, history, limiter=RateLimiter(burst=50, per_minute=600))
