@@ -7,10 +7,19 @@ from keras import layers
 
 from ml.layers import FlipAverage
 
+# Keras' default (0.99) lets the inference-time statistics lag far behind fast-changing
+# weights: after 2 epochs at the peak learning rate, FER2013 val accuracy was 0.30 with the
+# moving statistics and 0.51 with batch statistics. 0.9 tracks the weights ten times faster.
+BN_MOMENTUM = 0.9
+
+
+def _bn(name: str) -> layers.BatchNormalization:
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+
 
 def _conv_bn(x, filters: int, name: str, strides: int = 1):
     x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = _bn(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -21,10 +30,10 @@ def _residual_stage(x, filters: int, blocks: int, name: str):
         shortcut = x
         if shortcut.shape[-1] != filters:
             shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_{b}_proj")(x)
-            shortcut = layers.BatchNormalization(name=f"{name}_{b}_proj_bn")(shortcut)
+            shortcut = _bn(f"{name}_{b}_proj_bn")(shortcut)
         y = _conv_bn(x, filters, f"{name}_{b}_a")
         y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_{b}_b")(y)
-        y = layers.BatchNormalization(name=f"{name}_{b}_b_bn")(y)
+        y = _bn(f"{name}_{b}_b_bn")(y)
         x = layers.Activation("relu", name=f"{name}_{b}_out")(layers.add([shortcut, y]))
     return x
 
