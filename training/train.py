@@ -197,6 +197,7 @@ def train_compact(
         train_ds,
         validation_data=val_ds,
         epochs=recipe.epochs,
+        shuffle=False,  # the dataset reshuffles itself every epoch
         verbose=2,
         callbacks=_callbacks(out_dir, recipe),
     )
