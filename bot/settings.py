@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ml.decode import DecodeLimits
 from ml.engine import EngineConfig
+from ml.models import DEFAULT_MODEL
 
 TELEGRAM_API = "https://api.telegram.org/bot"
 # Telegram's rule for the webhook secret token: 1-256 of these characters.
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     music_deadline_s: float = Field(3.0, gt=0, le=30, alias="MOODBOT_MUSIC_DEADLINE_S")
 
     db_path: Path = Field(Path("moodbot.db"), alias="MOODBOT_DB")
-    model: str = Field("mini-xception", alias="MOODBOT_MODEL")
+    model: str = Field(DEFAULT_MODEL, alias="MOODBOT_MODEL")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, alias="MOODBOT_MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(50_000_000, gt=0, alias="MOODBOT_MAX_IMAGE_PIXELS")
     unsure_below: float = Field(0.45, ge=0, le=1, alias="MOODBOT_UNSURE_BELOW")

@@ -139,10 +139,20 @@ def _mini_xception() -> tuple[BundleSpec, Path]:
     return spec, path
 
 
+BUNDLED_DIR = Path(__file__).parent / "bundles"
+
+
+def _moodnet() -> tuple[BundleSpec, Path]:
+    """Our compact CNN, trained by `moodbot train` and shipped inside this package."""
+    return _read_bundle(BUNDLED_DIR / "moodnet")
+
+
 BUILTIN_MODELS: dict[str, Callable[[], tuple[BundleSpec, Path]]] = {
+    "moodnet": _moodnet,
     "mini-xception": _mini_xception,
 }
-DEFAULT_MODEL = "mini-xception"
+# moodnet beats mini-Xception on FER2013 val (0.605 vs 0.585 accuracy; see its model card).
+DEFAULT_MODEL = "moodnet"
 
 
 def _distribution_file(distribution: str, relative: str) -> Path:
@@ -164,13 +174,17 @@ def resolve_model(name_or_path: str | Path) -> tuple[BundleSpec, Path]:
     if key in BUILTIN_MODELS:
         return BUILTIN_MODELS[key]()
     directory = Path(key).expanduser()
-    manifest = directory / BUNDLE_FILE
-    if not directory.is_dir() or not manifest.is_file():
+    if not (directory / BUNDLE_FILE).is_file():
         known = ", ".join(sorted(BUILTIN_MODELS))
         raise ModelLoadError(
             f"Unknown model {key!r}: not a built-in model ({known}) and not a directory "
             f"holding {BUNDLE_FILE}."
         )
+    return _read_bundle(directory)
+
+
+def _read_bundle(directory: Path) -> tuple[BundleSpec, Path]:
+    manifest = directory / BUNDLE_FILE
     try:
         spec = BundleSpec.from_json(json.loads(manifest.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, KeyError) as exc:

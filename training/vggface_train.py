@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ml.models import BundleSpec, preprocess_faces
 from training.aihub import class_images
-from training.bundle import MODEL_FILE, ModelCard, write_bundle
+from training.bundle import MODEL_FILE, ModelCard, inference_copy, write_bundle
 from training.metrics import classification_report
 from training.vggface import ARCHITECTURES, MIN_INPUT_SIDE, build_vggface
 from training.weights import cached_weight_file
@@ -172,14 +172,6 @@ def train_vggface(
     shutil.copyfile(work / HISTORY_FILE, output_dir / HISTORY_FILE)
     log.info("Wrote bundle %s (val accuracy %s)", output_dir, metrics.get("val_accuracy"))
     return TrainResult(output_dir, metrics, history, cached)
-
-
-def inference_copy(model: Any) -> Any:
-    """The same network without optimiser state, which would triple the bundle's size."""
-    # clone_model would compile the copy too, and saving writes a compiled model's optimiser.
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def build_head(feature_shape: tuple[int, ...], classes: int) -> Any:
