@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,3 +48,25 @@ def classification_report(
         },
         "confusion": matrix.tolist(),
     }
+
+
+def plot_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, training and validation, as a PNG (no pyplot)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + metric, [])
+            epochs = range(1, len(values) + 1)
+            axes.plot(epochs, values, style, marker="o", label=(prefix or "train_") + metric)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    if title:
+        figure.suptitle(title)
+    figure.savefig(path, dpi=100)
+    return path

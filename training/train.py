@@ -13,7 +13,7 @@ import numpy as np
 from ml.models import FER_LABELS, BundleSpec
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.data import FaceArrays, load_faces
-from training.metrics import classification_report
+from training.metrics import classification_report, plot_curves
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def train_compact(
     metrics = _evaluate(serving, val)
     metrics["epochs_run"] = len(history.history["loss"])
     metrics["params"] = int(model.count_params())
-    save_curves(history.history, out_dir / "curves.png")
+    plot_curves(history.history, out_dir / "curves.png", title=recipe.name)
     _write(serving, out_dir, recipe, metrics, train_dir, val_dir, weights)
     return metrics
 
@@ -237,24 +237,6 @@ def _evaluate(serving, val: FaceArrays) -> dict[str, Any]:
         report["macro_f1"],
     )
     return report
-
-
-def save_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and accuracy per epoch, train and validation, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    for axis, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
-        epochs = range(1, len(history[metric]) + 1)
-        axis.plot(epochs, history[metric], label="train")
-        axis.plot(epochs, history[f"val_{metric}"], label="validation")
-        axis.set(title=metric, xlabel="epoch")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path)
 
 
 def _write(serving, out_dir, recipe, metrics, train_dir, val_dir, weights) -> Path:

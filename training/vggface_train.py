@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ml.models import BundleSpec, preprocess_faces
 from training.aihub import class_images
 from training.bundle import MODEL_FILE, ModelCard, inference_copy, write_bundle
-from training.metrics import classification_report
+from training.metrics import classification_report, plot_curves
 from training.vggface import ARCHITECTURES, MIN_INPUT_SIDE, build_vggface
 from training.weights import cached_weight_file
 
@@ -507,25 +507,3 @@ def _notes(config: VGGFaceTrainConfig) -> str:
         return "Backbone trained from random weights (no keras-vggface weight file given)."
     weights = Path(config.weights).expanduser()
     return f"Backbone initialised from {weights.name} ({os.path.getsize(weights)} bytes)."
-
-
-def plot_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch, training and validation, as a PNG (no pyplot)."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            values = history.get(prefix + metric, [])
-            epochs = range(1, len(values) + 1)
-            axes.plot(epochs, values, style, marker="o", label=(prefix or "train_") + metric)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(metric)
-        axes.grid(alpha=0.3)
-        axes.legend()
-    if title:
-        figure.suptitle(title)
-    figure.savefig(path, dpi=100)
-    return path
