@@ -75,14 +75,6 @@ class Settings(BaseSettings):
         "discord_bot_token",
         "spotify_client_secret",
         "telegram_webhook_secret",
-        mode="before",
-    )
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        # `.env.example` copies leave keys present but empty: treat them as not configured.
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator(
         "spotify_client_id",
         "spotify_market",
         "default_genre",
@@ -92,7 +84,8 @@ class Settings(BaseSettings):
         mode="before",
     )
     @classmethod
-    def _blank_text_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
+        # `.env.example` copies leave keys present but empty: treat them as not configured.
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("telegram_base_url", "telegram_base_file_url")
