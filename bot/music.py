@@ -18,6 +18,8 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyClientCredentials
 
+from ml.labels import ALIASES, KOREAN_NAMES
+
 logger = logging.getLogger(__name__)
 
 # --- Emotions and keywords -------------------------------------------------------------------
@@ -33,18 +35,6 @@ EMOTIONS: tuple[str, ...] = (
     "disgust",
     "surprise",
 )
-
-KOREAN_NAMES: dict[str, str] = {
-    "happy": "기쁨",
-    "sad": "슬픔",
-    "angry": "분노",
-    "anxious": "불안",
-    "hurt": "상처",
-    "neutral": "중립",
-    "fear": "공포",
-    "disgust": "혐오",
-    "surprise": "놀람",
-}
 
 # The first six rows are the seed's table ("exiting" fixed to "exciting"); "calm" is a music
 # mood only (used by the calm mode), never a detected emotion.
@@ -93,23 +83,10 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
 
 MUSIC_MOODS: tuple[str, ...] = (*EMOTIONS, "calm")
 
-_ALIASES: dict[str, str] = {
-    "happiness": "happy",
-    "joy": "happy",
-    "sadness": "sad",
-    "anger": "angry",
-    "anxiety": "anxious",
-    "fearful": "fear",
-    "scared": "fear",
-    "afraid": "fear",
-    "disgusted": "disgust",
-    "surprised": "surprise",
-}
-
 _LOOKUP: dict[str, str] = {
     **{name: name for name in EMOTIONS},
     **{korean: name for name, korean in KOREAN_NAMES.items()},
-    **_ALIASES,
+    **ALIASES,
 }
 
 

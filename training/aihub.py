@@ -16,33 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ml.labels import ALIASES, KOREAN_NAMES
+
 log = logging.getLogger(__name__)
 
 KOREAN_EMOTIONS = {
-    "기쁨": "happy",
-    "슬픔": "sad",
-    "분노": "angry",
-    "불안": "anxious",
-    "상처": "hurt",
-    "중립": "neutral",
-    # The seven-emotion release adds 당황; other Korean sets use these three.
+    **{korean: label for label, korean in KOREAN_NAMES.items()},
+    # The seven-emotion AIHub release adds 당황, which no model here predicts.
     "당황": "embarrassed",
-    "놀람": "surprise",
-    "공포": "fear",
-    "혐오": "disgust",
 }
-# Folder names seen in public emotion datasets -> the label names our models use.
-LABEL_ALIASES = {
-    "anger": "angry",
-    "sadness": "sad",
-    "happiness": "happy",
-    "joy": "happy",
-    "surprised": "surprise",
-    "fearful": "fear",
-    "disgusted": "disgust",
-    "anxiety": "anxious",
-    "neutrality": "neutral",
-}
+LABEL_ALIASES = ALIASES
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 _NAME_LABEL_FIELD = 3  # <hash>_<gender>_<age>_<emotion>_<place>_<timestamp>
 Layout = Literal["aihub", "folders", "names"]
