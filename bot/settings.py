@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(6, ge=1, le=1000, alias="MOODBOT_RATE_LIMIT_BURST")
     rate_limit_per_minute: float = Field(12.0, ge=0, le=6000, alias="MOODBOT_RATE_LIMIT_PER_MINUTE")
     shutdown_grace_s: float = Field(20.0, ge=0, le=600, alias="MOODBOT_SHUTDOWN_GRACE_S")
+    # 0 keeps history until the user runs /forget; N deletes moods older than N days.
+    retention_days: int = Field(365, ge=0, le=36500, alias="MOODBOT_RETENTION_DAYS")
+    web_enabled: bool = Field(False, alias="MOODBOT_WEB")
+    web_host: str = Field("127.0.0.1", alias="MOODBOT_WEB_HOST")
+    web_port: int = Field(8080, ge=1, le=65535, alias="MOODBOT_WEB_PORT")
 
     @field_validator("log_level")
     @classmethod
