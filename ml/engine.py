@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,18 +59,23 @@ class EngineConfig:
 
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     detect_max_side: int = 640
-    min_face_size: int = 20
+    # In detection-image pixels (5% of its long side): halves MTCNN's work against 20 and, on
+    # FER2013 val (60 a class, whole pipeline), finds more faces (339 vs 331 of 416).
+    min_face_size: int = 32
     max_faces: int = 20
     crop_margin: float = 0.2
     level_faces: bool = True
     unsure_below: float = 0.45
     queue_size: int = 32
     max_batch: int = 16
+    # Threads that decode and detect the photos of one batch side by side. MTCNN's graphs
+    # barely use a second core on their own, so two photos at once nearly double throughput.
+    prepare_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.unsure_below <= 1.0:
             raise ValueError(f"unsure_below must be within 0..1, got {self.unsure_below!r}")
-        for name in ("max_faces", "queue_size", "max_batch"):
+        for name in ("max_faces", "queue_size", "max_batch", "prepare_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
 
@@ -121,6 +127,11 @@ class EmotionEngine:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=self.config.queue_size)
         self._thread = threading.Thread(target=self._work, name="moodbot-engine", daemon=True)
         self._closed = threading.Event()
+        self._preparers = ThreadPoolExecutor(
+            self.config.prepare_threads, thread_name_prefix="moodbot-prepare"
+        )
+        # Crops twice the model's input keep all the detail its resize would use.
+        self._crop_side = 2 * max(model.spec.input_size)
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, config: EngineConfig | None = None) -> EmotionEngine:
@@ -180,6 +191,7 @@ class EmotionEngine:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
+        self._preparers.shutdown(wait=False, cancel_futures=True)
 
     # --- worker thread ----------------------------------------------------------------------
 
@@ -207,7 +219,7 @@ class EmotionEngine:
         return False
 
     def _run_batch(self, jobs: Sequence[_Job]) -> None:
-        prepared = [p for p in (self._prepare(job) for job in jobs) if p is not None]
+        prepared = [p for p in self._preparers.map(self._prepare, jobs) if p is not None]
         crops = [crop for p in prepared for crop in p.crops]
         try:
             probabilities = self.model.predict(crops)
@@ -232,7 +244,11 @@ class EmotionEngine:
             faces = self.detector.detect(image.pixels)[: self.config.max_faces]
             crops = [
                 crop_face(
-                    image.pixels, f, margin=self.config.crop_margin, level=self.config.level_faces
+                    image.pixels,
+                    f,
+                    margin=self.config.crop_margin,
+                    level=self.config.level_faces,
+                    max_side=self._crop_side,
                 )
                 for f in faces
             ]

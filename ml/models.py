@@ -106,6 +106,11 @@ class EmotionModel:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    @property
+    def keras_model(self) -> Any:
+        """The underlying Keras model (for export and the benchmark's seed-style baseline)."""
+        return self._model
+
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities, shape (len(crops), len(labels))."""
         if not crops:

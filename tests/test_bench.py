@@ -1,0 +1,51 @@
+"""`moodbot bench`: a smoke run of every measurement (numbers are not checked: tests never time)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from bot.bench import SMOKE, TARGETS, chat_photo, face_photos, percentiles, run_bench, summary
+from ml.engine import EmotionEngine
+
+
+def test_percentiles_use_the_nearest_rank() -> None:
+    samples = [float(v) for v in range(1, 101)]
+    assert percentiles(samples) == {"p50": 50.5, "p95": 95.0, "n": 100}
+    assert percentiles([7.0]) == {"p50": 7.0, "p95": 7.0, "n": 1}
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (4000, 3000)])
+def test_chat_photos_are_jpegs_of_the_asked_size(size: tuple[int, int]) -> None:
+    for source in face_photos():
+        image = Image.open(io.BytesIO(chat_photo(source, size)))
+        assert (image.format, image.size) == ("JPEG", size)
+
+
+def test_smoke_run_reports_every_key_and_finds_the_faces(engine: EmotionEngine) -> None:
+    result = run_bench(engine, SMOKE, progress=lambda _: None)
+
+    for key in ("latency_ms", "baseline_latency_ms", "throughput", "loop_lag_p99_ms", "rss_mb"):
+        assert key in result
+    assert "cold_start_s" in result  # None: the smoke plan skips the second process
+    assert result["latency_ms"]["640x480"]["n"] == SMOKE.repeats
+    assert result["baseline_latency_ms"]["640x480"]["p50"] > 0
+    assert set(result["throughput"]) == {"1", "4"}
+    assert all(level["failed"] == 0 for level in result["throughput"].values())
+    assert 100 < result["rss_mb"] < 24_000
+    assert set(result["targets"]) == {target.name for target in TARGETS}
+    # Sizes the smoke plan skips are reported as not measured, never as met.
+    assert result["targets"]["4000x3000 p50 ms"]["met"] is None
+    assert "640x480" in summary(result)
+
+
+def test_target_checks_compare_in_the_right_direction() -> None:
+    result = {"latency_ms": {"1280x960": {"p50": 120.0, "p95": 400.0}}}
+    checks = {t.name: t.check(result) for t in TARGETS}
+    assert checks["1280x960 p50 ms"]["met"] is True
+    assert checks["1280x960 p95 ms"]["met"] is False
+    fast = {"throughput": {"16": {"selfies_per_s": 9.0, "failed": 0}}}
+    assert next(t for t in TARGETS if t.at_least).name.endswith("speed-up vs seed")
+    assert {t.name: t.check(fast) for t in TARGETS}["selfies/s at 16 senders"]["met"] is True
