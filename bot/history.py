@@ -228,10 +228,17 @@ class HistoryStore:
         *,
         read_only: bool = False,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        max_pages: int | None = None,
     ) -> None:
-        """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        """Open (creating if needed) the database at `path` and bring its schema up to date.
+
+        `max_pages` caps the file's size in pages (SQLite's max_page_count, never below the
+        current size): beyond it writes fail with SQLITE_FULL, exactly as on a full disk, so a
+        history cannot fill a disk it shares, and tests can fill one honestly.
+        """
         self.path = Path(path)
         self.read_only = read_only
+        self.max_pages = max_pages
         conn: sqlite3.Connection | None = None
         with _sqlite_errors(self.path):
             try:
@@ -263,8 +270,11 @@ class HistoryStore:
         if not self.read_only:
             # WAL lets readers run while one writer writes (several bots, one file).
             self._db.enable_wal()
-        # With WAL, NORMAL cannot corrupt the file; a crash may only lose the last commits.
+        # With WAL, NORMAL cannot corrupt the file. A killed process loses nothing committed
+        # (the OS still holds the WAL); only a power cut may lose the last commits.
         self._db.execute("PRAGMA synchronous = NORMAL")
+        if self.max_pages is not None:
+            self._db.execute(f"PRAGMA max_page_count = {int(self.max_pages)}")
 
     def _migrate(self) -> None:
         if not MIGRATIONS.pending(self._db):

@@ -7,6 +7,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -450,6 +451,13 @@ NOT_CONFIGURED = "not configured"
 TIMEOUT = "timeout"
 NO_RESULTS = "no results"
 
+# Spotify calls run on their own few threads. A call abandoned at the deadline keeps its thread
+# until the HTTP timeout ends it; on the loop's default executor (min(32, cores + 4) threads) a
+# slow Spotify would soon hold every thread and stall unrelated `to_thread` work (charts, file
+# reads, DNS lookups). Here it can only hold these; later calls wait for a free one, and the
+# deadline turns that wait into search links.
+SPOTIFY_THREADS = 4
+
 
 class MusicRecommender:
     """Suggest music for an emotion: Spotify when it answers in time, search links otherwise."""
@@ -459,7 +467,7 @@ class MusicRecommender:
         spotify: SpotifySearch | None,
         *,
         rng: random.Random | None = None,
-        deadline_s: float = 3.0,
+        deadline_s: float = 2.0,
         max_retries: int = 2,
         max_backoff_s: float = 1.0,
         tracks: int = 3,
@@ -476,6 +484,18 @@ class MusicRecommender:
         self._max_retries = max_retries
         self._max_backoff_s = max_backoff_s
         self._tracks = tracks
+        self._threads: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Let go of the Spotify threads without waiting for calls still stuck in them."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+    def _spotify_threads(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(SPOTIFY_THREADS, "moodbot-spotify")
+        return self._threads
 
     async def suggest(
         self, emotion: str, *, mode: str = "match", genre: str | None = None
@@ -545,8 +565,9 @@ class MusicRecommender:
         attempt = 0
         while True:
             try:
-                # spotipy blocks (requests): keep it off the event loop.
-                return await asyncio.to_thread(search, query, limit)
+                # spotipy blocks (requests): keep it off the event loop, on our own threads.
+                # A call still queued when the deadline cancels this await never starts.
+                return await loop.run_in_executor(self._spotify_threads(), search, query, limit)
             except (RateLimited, ServiceUnavailable) as exc:
                 delay = self._backoff(exc, attempt)
                 if attempt >= self._max_retries or delay is None or loop.time() + delay > deadline:

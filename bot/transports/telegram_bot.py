@@ -13,11 +13,15 @@ import contextlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+import warnings
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from aiohttp import web
 from telegram import (
     Bot,
@@ -30,15 +34,31 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatType, MessageLimit
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.ext import (
     Application,
     BaseHandler,
+    BaseRateLimiter,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
     filters,
+)
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
 )
 
 from bot.core import DownloadFailed, MoodService, Reply, Sender, Upload, history_limit
@@ -71,6 +91,10 @@ class TelegramConfig:
     port: int = 8443
     secret_token: str | None = field(default=None, repr=False)
     poll_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0  # for every call but getUpdates and file downloads
+    send_attempts: int = 4
+    send_backoff_s: float = 0.5
+    max_retry_after_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelegramConfig:
@@ -192,6 +216,149 @@ async def chat_action(message: Message, action: str) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# --- sending with retries -------------------------------------------------------------------------
+
+# The calls that deliver an answer to a person. Chat actions are cosmetic and repeat on their
+# own; getFile failures are answered "send it again"; getUpdates is retried by the updater.
+ANSWERS = frozenset(
+    {"sendMessage", "sendPhoto", "sendDocument", "editMessageText", "answerCallbackQuery"}
+)
+# httpx failures that happen before the request leaves this machine: retrying cannot duplicate.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def retry_after_s(exc: RetryAfter) -> float:
+    """Seconds Telegram asks us to wait (PTB 22 warns about the int form; either is fine)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def surely_undelivered(exc: BaseException) -> bool:
+    """Whether a failed send certainly did not reach the person, so sending again is safe.
+
+    - 429 flood control (RetryAfter) and 5xx answers: Telegram says it did not do it.
+    - Connection refused or a connect/pool timeout: the request never left.
+    - A read or write timeout, or a connection dropped mid-answer: the message may well have
+      been delivered (Telegram got it, we lost the answer). Sending it again would answer
+      twice, so these are not retried: at most once beats twice for a chat reply.
+    - 400/403 and other refusals: the same request would be refused again.
+    """
+    if isinstance(exc, RetryAfter):
+        return True
+    if isinstance(exc, TimedOut):
+        return isinstance(exc.__cause__, _NOT_SENT)
+    if type(exc) is NetworkError:  # BadRequest and TimedOut subclass it; they are not this
+        # PTB raises a bare NetworkError for a 5xx answer and chains httpx errors to it.
+        return exc.__cause__ is None or isinstance(exc.__cause__, _NOT_SENT)
+    return False
+
+
+class RetryingSender(BaseRateLimiter[None]):
+    """Sends answers again after flood control (429), 5xx and connection failures.
+
+    python-telegram-bot passes every Bot API call but getUpdates through its rate limiter,
+    which makes it the one place to retry sends. Waits honour `retry_after`, else back off
+    exponentially with jitter; a bounded number of attempts, then a log line and the error.
+    """
+
+    def __init__(
+        self,
+        *,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_retry_after_s: float = 60.0,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts!r}")
+        self.attempts = attempts
+        self.max_retry_after_s = max_retry_after_s
+        self._backoff = wait_exponential_jitter(
+            multiplier=backoff_s, max=max_backoff_s, jitter=backoff_s
+        )
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        """Make the call; for answers, again while it surely did not arrive (bounded)."""
+        if endpoint not in ANSWERS:
+            return await callback(*args, **kwargs)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(self._worth_retrying),
+            before_sleep=partial(self._log_retry, endpoint, data.get("chat_id")),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await callback(*args, **kwargs)
+        except TelegramError as exc:
+            self._log_failure(endpoint, data.get("chat_id"), exc, retrying)
+            raise
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        if isinstance(exc, RetryAfter) and retry_after_s(exc) > self.max_retry_after_s:
+            return False  # a wait this long would leave the person without any answer
+        return surely_undelivered(exc)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryAfter):
+            # Telegram counts whole seconds; a little more avoids landing just before the end.
+            return retry_after_s(exc) + 0.1
+        return self._backoff(state)
+
+    @staticmethod
+    def _log_retry(endpoint: str, chat_id: object, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "Telegram %s to chat %s failed (%s); attempt %d, retrying in %.1f s",
+            endpoint,
+            chat_id,
+            exc,
+            state.attempt_number,
+            wait,
+        )
+
+    def _log_failure(
+        self, endpoint: str, chat_id: object, exc: TelegramError, retrying: AsyncRetrying
+    ) -> None:
+        attempts = retrying.statistics.get("attempt_number", 1)
+        if isinstance(exc, TimedOut) and not surely_undelivered(exc):
+            log.warning(
+                "Telegram %s to chat %s timed out; it may have been delivered, so it is not"
+                " sent again",
+                endpoint,
+                chat_id,
+            )
+        elif surely_undelivered(exc):
+            log.error(
+                "Giving up on Telegram %s to chat %s after %d attempt(s): %s",
+                endpoint,
+                chat_id,
+                attempts,
+                exc,
+            )
 
 
 # --- handlers -------------------------------------------------------------------------------------
@@ -426,6 +593,11 @@ class TelegramHandlers:
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log a failed update with its traceback and tell the person something kind."""
+        if isinstance(context.error, TimedOut) and not surely_undelivered(context.error):
+            # The answer may have arrived (see surely_undelivered): a "something went wrong"
+            # after it would be a second, wrong answer. RetryingSender logged it already.
+            log.warning("Telegram update ended with a timed-out answer: %s", context.error)
+            return
         log.error("Telegram update failed", exc_info=context.error)
         if not isinstance(update, Update) or update.effective_chat is None:
             return  # a polling or network error: nobody is waiting for an answer
@@ -465,6 +637,14 @@ class TelegramTransport:
             # One update per task: a slow analysis must not hold up anybody else.
             .concurrent_updates(True)
             .get_updates_read_timeout(config.poll_timeout_s + 10)
+            .read_timeout(config.read_timeout_s)
+            .rate_limiter(
+                RetryingSender(
+                    attempts=config.send_attempts,
+                    backoff_s=config.send_backoff_s,
+                    max_retry_after_s=config.max_retry_after_s,
+                )
+            )
         )
         if config.webhook_url:
             builder = builder.updater(None)  # our own aiohttp endpoint feeds update_queue

@@ -30,6 +30,7 @@ BEHAVIOURS = (
     "garbage",  # 200 whose body is not JSON
     "wrong_shape",  # 200 with JSON of the wrong shape
     "hang",  # no answer until the fake closes (or hang_s passes)
+    "slow",  # the normal answer, but only after slow_s (or when released)
 )
 
 _SPOTIFY = "https://open.spotify.com"
@@ -55,11 +56,13 @@ class FakeSpotify:
         client_id: str = "fake-client-id",
         client_secret: str = "fake-client-secret-9f3k",
         hang_s: float = 30.0,
+        slow_s: float = 5.0,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.retry_after = 30  # seconds, sent with rate_limited answers
         self.hang_s = hang_s
+        self.slow_s = slow_s
         self.requests: list[RecordedRequest] = []
         self.tokens: list[str] = []  # access tokens handed out
         self._search_behaviour = "normal"
@@ -268,6 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, wrong_shape)
         elif behaviour == "hang":
             fake._wait_for_release()  # then close without answering
+        elif behaviour == "slow":
+            fake._release.wait(fake.slow_s)
+            return False  # then answer as usual
         else:
             return False
         return True

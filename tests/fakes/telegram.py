@@ -9,8 +9,9 @@
 It answers getMe, long-polls getUpdates (an offset confirms what came before), serves getFile
 and the file downloads, records every call the bot makes (`fake.calls`), keeps the messages the
 bot sent so that users can reply to them, and fails chosen methods with Telegram's error JSON
-(`fake.fail(...)`, `fake.unreachable_users`). Like the real server it answers an unknown token
-with 404 (python-telegram-bot reads that as InvalidToken) and refuses getFile above 20 MB.
+(`fake.fail(...)`, `fake.unreachable_users`), or carries out a call but answers too late
+(`fake.stall(...)`: a read timeout after delivery). Like the real server it answers an unknown
+token with 404 (python-telegram-bot reads that as InvalidToken) and refuses getFile above 20 MB.
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ class Call:
     files: dict[str, bytes] = field(default_factory=dict)
     result: Any = None
     seen: bool = False
+    at: float = field(default_factory=time.monotonic)  # when the fake received it
+    failed: bool = False  # answered with an error (the bot's message was not delivered)
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the call took effect (a message was sent), even if its answer came late."""
+        return not self.failed
 
     @property
     def chat_id(self) -> int | None:
@@ -145,6 +153,8 @@ class FakeTelegram:
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.unreachable_users: set[int] = set()  # never started a private chat with the bot
         self._failures: dict[str, list[tuple[int, str, int | None]]] = {}
+        self._stalls: dict[str, list[float]] = {}
+        self._resized: dict[tuple[int, int], tuple[bytes, int, int]] = {}
         self._files: dict[str, _File] = {}
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -223,20 +233,28 @@ class FakeTelegram:
         reply_to: dict | None = None,
     ) -> dict[str, Any]:
         """A user sends a photo; Telegram keeps it in several sizes (long side in `sides`)."""
-        original = Image.open(io.BytesIO(image)).convert("RGB")
         sizes = []
         for side in sides:
-            scale = side / max(original.size)
-            copy = original.resize((round(original.width * scale), round(original.height * scale)))
-            buffer = io.BytesIO()
-            copy.save(buffer, "JPEG", quality=90)
+            data, width, height = self._resize(image, side)
             declared = (declared_sizes or {}).get(side)
-            file = self.add_file(buffer.getvalue(), "photos", ".jpg", declared)
-            sizes.append({**file, "width": copy.width, "height": copy.height})
+            file = self.add_file(data, "photos", ".jpg", declared)
+            sizes.append({**file, "width": width, "height": height})
         message = self._new_message(user, chat, reply_to=reply_to)
         message["photo"] = sizes
         self._add_caption(message, caption)
         return self._deliver(message)
+
+    def _resize(self, image: bytes, side: int) -> tuple[bytes, int, int]:
+        """The JPEG Telegram would keep at this long side; cached, so load tests stay cheap."""
+        key = (hash(image), side)
+        if key not in self._resized:
+            original = Image.open(io.BytesIO(image)).convert("RGB")
+            scale = side / max(original.size)
+            copy = original.resize((round(original.width * scale), round(original.height * scale)))
+            buffer = io.BytesIO()
+            copy.save(buffer, "JPEG", quality=90)
+            self._resized[key] = (buffer.getvalue(), copy.width, copy.height)
+        return self._resized[key]
 
     def send_document(
         self,
@@ -321,6 +339,14 @@ class FakeTelegram:
         """Answer the next `times` calls of `method` with this error."""
         self._failures.setdefault(method, []).extend([(status, description, retry_after)] * times)
 
+    def stall(self, method: str, *, seconds: float, times: int = 1) -> None:
+        """Carry out the next `times` calls of `method`, then answer only after `seconds`.
+
+        This is Telegram's ambiguous case: the message was delivered, but the bot's read
+        timeout ends its wait first, so the bot cannot know that it was.
+        """
+        self._stalls.setdefault(method, []).extend([seconds] * times)
+
     # --- the HTTP side --------------------------------------------------------------------------
 
     async def _api(self, request: web.Request) -> web.Response:
@@ -333,10 +359,14 @@ class FakeTelegram:
             self.calls.append(call)
         if failures := self._failures.get(method):
             status, description, retry_after = failures.pop(0)
+            call.failed = True
             response = _error(status, description, retry_after)
         else:
             response = await self._answer(call)
+            call.failed = response.status != 200
         self._call_made.set()
+        if stalls := self._stalls.get(method):
+            await asyncio.sleep(stalls.pop(0))
         return response
 
     async def _answer(self, call: Call) -> web.Response:
