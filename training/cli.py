@@ -1,4 +1,4 @@
-"""Training commands: preprocess, download-weights, train-vggface, eval (mounted into `moodbot`).
+"""Training commands: preprocess, train, download-weights, train-vggface, eval, ensemble.
 
 Each command is also a plain function (`preprocess_command`, ...). Bad input (a missing
 folder, a damaged weight file, an impossible option) ends with one line naming the file and
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -377,12 +377,59 @@ def eval_command(
         typer.echo(format_report(report))
 
 
+def ensemble_command(
+    output_dir: Annotated[Path, typer.Argument(help="Folder for the ensemble bundle.")],
+    model: Annotated[
+        list[str],
+        typer.Option("--model", help="Member: model name or bundle directory (two or more)."),
+    ],
+    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet-ensemble",
+    val_dir: Annotated[
+        Path | None,
+        typer.Option(help="Aligned validation faces: score the ensemble into its model card."),
+    ] = None,
+) -> None:
+    """Average several models into one bundle (one model call per batch in the bot)."""
+    from training.bundle import ModelCard
+    from training.ensemble import EnsembleError, write_ensemble
+
+    _logging()
+    card = ModelCard(
+        data="the members' training data (see each member's model card)",
+        split="members trained and selected on their own splits; no new training",
+        settings={"members": model},
+    )
+    with _reported("ensemble"):
+        try:
+            bundle = write_ensemble(output_dir, name, model, card)
+        except EnsembleError as exc:
+            raise ValueError(str(exc)) from None
+        if val_dir is not None:
+            _score_into_card(bundle, val_dir, card)
+    typer.echo(f"Wrote {bundle}")
+
+
+def _score_into_card(bundle: Path, val_dir: Path, card: Any) -> None:
+    """Evaluate `bundle` on aligned faces and rewrite its card and manifest with the metrics."""
+    from ml.models import resolve_model
+    from training.bundle import CARD_FILE
+    from training.evaluate import evaluate
+
+    result = evaluate(val_dir, [bundle], aligned=True).results[0].to_json()
+    card.metrics = {key: result[key] for key in ("n", "accuracy", "macro_f1", "per_class")}
+    card.metrics["ms_per_face"] = result["ms_per_face"]
+    card.split = f"scored on {val_dir} (aligned faces)"
+    spec, _ = resolve_model(bundle)
+    (bundle / CARD_FILE).write_text(card.to_markdown(spec), encoding="utf-8")
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "preprocess": preprocess_command,
     "train": train_command,
     "download-weights": download_weights_command,
     "train-vggface": train_vggface_command,
     "eval": eval_command,
+    "ensemble": ensemble_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
