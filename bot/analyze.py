@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,19 +61,29 @@ async def analyze_path(
 
 
 def _read(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, judged before reading it."""
     try:
         if path.is_dir():
             raise UnreadableImage(f"{path} is a folder, not a file.")
-        if path.stat().st_size > max_bytes:
-            raise ImageTooLarge(
-                f"{path} is {path.stat().st_size / 1e6:.1f} MB; "
-                f"the limit is {max_bytes / 1e6:.1f} MB."
-            )
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer must not hang; regular files ignore it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                # /dev/zero, /dev/stdin, FIFOs, sockets: sizes they do not declare.
+                raise UnreadableImage(f"{path} is not a regular file.")
+            if info.st_size > max_bytes:
+                raise ImageTooLarge(
+                    f"{path} is {info.st_size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB."
+                )
+            data = file.read(max_bytes + 1)  # a file that grew meanwhile is still bounded
     except FileNotFoundError:
         raise UnreadableImage(f"{path} does not exist.") from None
     except OSError as exc:
         raise UnreadableImage(f"{path} cannot be read: {exc.strerror}.") from None
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"{path} is larger than the limit of {max_bytes / 1e6:.1f} MB.")
+    return data
 
 
 def _result(

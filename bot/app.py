@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from bot.core import MoodService
-from bot.history import AsyncHistory
+from bot.core import MoodService, utc_now
+from bot.history import AsyncHistory, HistoryUnavailable
 from bot.music import MusicRecommender, SpotifySearch
 from bot.settings import Settings
 from ml.engine import EmotionEngine
 
 log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 3600.0  # the retention purge runs at start-up, then hourly
 
 
 def build_music(settings: Settings) -> MusicRecommender:
@@ -40,15 +43,66 @@ async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
     engine = await asyncio.to_thread(EmotionEngine.load, settings.model, settings.engine_config())
     try:
         history = await AsyncHistory.open(settings.db_path)
+        music = build_music(settings)
         try:
-            yield MoodService(
-                engine,
-                build_music(settings),
-                history,
-                group_window=timedelta(hours=settings.group_window_hours),
-                default_genre=settings.default_genre,
-            )
+            async with retention_purge(history, settings.retention_days):
+                yield MoodService(
+                    engine,
+                    music,
+                    history,
+                    group_window=timedelta(hours=settings.group_window_hours),
+                    default_genre=settings.default_genre,
+                )
         finally:
+            music.close()
             await history.aclose()
     finally:
         engine.close()
+
+
+async def purge_old_moods(
+    history: AsyncHistory, retention_days: int, *, clock: Callable[[], datetime] = utc_now
+) -> int:
+    """Delete the moods older than `retention_days` days; returns how many went."""
+    deleted = await history.delete_older_than(clock() - timedelta(days=retention_days))
+    log.info("Retention: deleted %d moods older than %d days", deleted, retention_days)
+    return deleted
+
+
+async def _keep_purging(
+    history: AsyncHistory, retention_days: int, every_s: float, clock: Callable[[], datetime]
+) -> None:
+    while True:
+        try:
+            await purge_old_moods(history, retention_days, clock=clock)
+        except HistoryUnavailable as exc:
+            # A full or read-only disk must not stop the bot; the next round tries again.
+            log.warning("Retention purge skipped: %s", exc)
+        await asyncio.sleep(every_s)
+
+
+@asynccontextmanager
+async def retention_purge(
+    history: AsyncHistory,
+    retention_days: int,
+    *,
+    every_s: float = RETENTION_EVERY_S,
+    clock: Callable[[], datetime] = utc_now,
+) -> AsyncIterator[asyncio.Task[None] | None]:
+    """Purge old moods now and every `every_s` seconds while the block runs (0 days: never).
+
+    The purge task is cancelled and awaited on the way out, before the history closes.
+    """
+    if retention_days <= 0:
+        log.info("Retention: moods are kept until their owner runs /forget")
+        yield None
+        return
+    task = asyncio.create_task(
+        _keep_purging(history, retention_days, every_s, clock), name="moodbot-retention"
+    )
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

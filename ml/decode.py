@@ -11,9 +11,25 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ml.errors import ImageTooLarge, UnreadableImage
 
+
+def quiet_pillow_metadata_warnings() -> None:
+    """Silence Pillow's UserWarnings about malformed metadata (EXIF tags past the end...).
+
+    They say nothing to the operator about untrusted files. Installed once for the process
+    at import, because warnings.catch_warnings() is not thread-safe and the engine decodes
+    on several threads. (Bombs need no warning filter: _open checks the pixel count itself.)
+    """
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
+
+
+quiet_pillow_metadata_warnings()
+
 # Phone photos that are MPO files open through the JPEG plugin.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 _HIGH_DEPTH_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535}
+# Modes Image.reduce() averages correctly; the others are converted first (see _reduced).
+_REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"}
+_REDUCE_VIA = {"1": "L", **dict.fromkeys(_HIGH_DEPTH_MODES, "I")}
 
 
 @dataclass(frozen=True)
@@ -66,15 +82,16 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
 def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
     """Read only the header: format and dimensions are checked before any pixel is decoded."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except UnidentifiedImageError as exc:
         raise UnreadableImage(
             "This is not an image I can read (JPEG, PNG, WebP, GIF or BMP)."
         ) from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageTooLarge(f"The image has too many pixels ({_reason(exc)}).") from exc
+        # Pillow's own bomb check (its MAX_IMAGE_PIXELS) fired before ours could.
+        raise ImageTooLarge(
+            f"The image has too many pixels; the limit is {limits.max_pixels / 1e6:.0f} megapixels."
+        ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise UnreadableImage(f"The image data is damaged ({_reason(exc)}).") from exc
     width, height = image.size
@@ -100,16 +117,38 @@ def _to_upright_rgb(image: Image.Image, limits: DecodeLimits) -> DecodedImage:
         image.draft("RGB", (round(width * factor), round(height * factor)))
     image.seek(0)  # first frame of an animation
     image.load()
+    top = _HIGH_DEPTH_MODES.get(image.mode)  # known before _reduced() converts I;16 to I
+    image = _reduced(image, limits.max_side)
     image = ImageOps.exif_transpose(image)
-    pixels = _rgb_array(image)
+    pixels = _rgb_array(image, top)
     return DecodedImage(pixels=pixels, original_size=original_size)
 
 
-def _rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert any Pillow mode to 8-bit RGB without clipping high bit depths."""
+def _reduced(image: Image.Image, max_side: int) -> Image.Image:
+    """Shrink a decoded non-JPEG image whose long side is at least twice `max_side`.
+
+    JPEGs are already shrunk while decoding (draft); for the other formats this bounds what
+    follows: a 50-megapixel PNG bomb is converted and handed on at ~1/16 of its size,
+    instead of being copied three times at full size (several hundred MB).
+    """
+    factor = max(image.size) // max_side
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE_MODES:
+        # reduce() averages samples: palette indices must become colours first.
+        image = image.convert(_REDUCE_VIA.get(image.mode, "RGBA"))
+    return image.reduce(factor)
+
+
+def _rgb_array(image: Image.Image, top: int | None = None) -> np.ndarray:
+    """Convert any Pillow mode to 8-bit RGB without clipping high bit depths.
+
+    `top` is the full-scale value of a high-depth image (65535 for 16 bits); without it the
+    brightest sample counts as white.
+    """
     if image.mode in _HIGH_DEPTH_MODES or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = _HIGH_DEPTH_MODES.get(image.mode) or max(float(values.max()), 1.0)
+        top = top or _HIGH_DEPTH_MODES.get(image.mode) or max(float(values.max()), 1.0)
         grey = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

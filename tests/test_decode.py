@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ml.decode import DecodeLimits, decode_image
+from ml.decode import DecodeLimits, decode_image, quiet_pillow_metadata_warnings
 from ml.errors import ImageTooLarge, UnreadableImage
 from tests.conftest import encode
 
@@ -132,3 +133,41 @@ def test_truncated_jpeg_is_unreadable(astronaut_jpeg: bytes) -> None:
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="max_pixels must be positive, got 0"):
         DecodeLimits(max_pixels=0)
+
+
+def test_large_png_is_shrunk_right_after_decoding() -> None:
+    big = grey_png(4000, 3000)  # 12 megapixels of zeros: within the limits, so decoded
+    decoded = decode_image(big, DecodeLimits(max_side=1600))
+    assert decoded.original_size == (4000, 3000)
+    assert decoded.pixels.shape == (1500, 2000, 3) and decoded.scale == 2.0
+
+
+def test_shrunk_sixteen_bit_images_keep_their_scale() -> None:
+    values = np.full((600, 800), 32768, dtype=np.uint16)  # half of full scale
+    pixels = decode_image(encode(Image.fromarray(values), "PNG"), DecodeLimits(max_side=200))
+    assert pixels.pixels.shape == (150, 200, 3)
+    assert 120 < pixels.pixels[0, 0, 0] < 135  # mid-grey, not stretched to white
+
+
+def test_shrunk_palette_images_keep_their_colours() -> None:
+    image = Image.new("P", (900, 600))
+    image.putpalette([0, 0, 0, 250, 10, 10] + [0, 0, 0] * 254)
+    image.paste(1, (0, 0, 900, 600))
+    pixels = decode_image(encode(image, "PNG"), DecodeLimits(max_side=300)).pixels
+    assert pixels.shape == (200, 300, 3)
+    assert tuple(pixels[100, 150]) == (250, 10, 10)
+
+
+def test_malformed_metadata_warnings_stay_quiet() -> None:
+    exif = b"II*\x00\x08\x00\x00\x00\x01\x00\x0f\x01\x02\x00\xff\xff\xff\x7f\x08\x00\x00\x00"
+    data = encode(Image.new("RGB", (8, 8)), "JPEG", exif=b"Exif\x00\x00" + exif + b"\x00" * 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_pillow_metadata_warnings()  # what importing ml.decode installs for the process
+        decode_image(data)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_pillow_bomb_check_gives_our_message() -> None:
+    with pytest.raises(ImageTooLarge, match="too many pixels; the limit is 50 megapixels"):
+        decode_image(grey_png(20000, 20000, rows=1))

@@ -326,6 +326,61 @@ async def test_mood_refuses_an_oversized_attachment_by_its_declared_size(
     assert await rows(history, member(0)) == []
 
 
+@pytest.fixture
+def attachment_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The file name of every attachment the bot downloads (Attachment.read)."""
+    read: list[str] = []
+    original = discord.Attachment.read
+
+    async def recording_read(self: discord.Attachment, **kwargs: Any) -> bytes:
+        read.append(self.filename)
+        return await original(self, **kwargs)
+
+    monkeypatch.setattr(discord.Attachment, "read", recording_read)
+    return read
+
+
+def oversized_file(tmp_path: Path, service: MoodService) -> Path:
+    """A sparse file one byte over the limit: its size is declared, its bytes cost nothing."""
+    path = tmp_path / "huge.jpg"
+    with path.open("wb") as file:
+        file.truncate(service.max_image_bytes + 1)
+    return path
+
+
+async def test_an_oversized_dm_attachment_is_refused_without_downloading_it(
+    bot: MoodBot,
+    service: MoodService,
+    history: AsyncHistory,
+    tmp_path: Path,
+    photos: dict[str, Path],
+    attachment_reads: list[str],
+) -> None:
+    dm = await member(1).create_dm()
+    # dpytest.message() declares every attachment as 0 bytes ("unknown"), which the core must
+    # download to judge; Discord declares the real size, so post the message with that.
+    huge = attachment(bot, oversized_file(tmp_path, service), "image/jpeg")
+    dpytest.backend.make_message("", member(1), dm, attachments=[huge])
+    await dpytest.run_all_events()
+    assert dpytest.get_message().embeds[0].description.startswith("That image is too large")
+    assert attachment_reads == []
+    await dpytest.message("", channel=dm, member=member(1), attachments=[str(photos["smile.jpg"])])
+    assert attachment_reads == ["smile.jpg"]  # the recorder does see real downloads
+    assert [emotion for _, emotion in await rows(history, member(1))] == ["happy"]
+
+
+async def test_slash_commands_refuse_oversized_images_without_downloading_them(
+    bot: MoodBot, service: MoodService, tmp_path: Path, attachment_reads: list[str]
+) -> None:
+    huge = oversized_file(tmp_path, service)
+    for command in ("mood", "groupmix"):
+        interaction = FakeInteraction(member(0), channel_id=channel().id)
+        await invoke(bot, command, interaction, image=attachment(bot, huge, "image/jpeg"))
+        (sent,) = interaction.followup.sent
+        assert sent.text.startswith("That image is too large for me"), command
+    assert attachment_reads == []
+
+
 async def test_history_is_ephemeral_with_a_chart(bot: MoodBot, photos: dict[str, Path]) -> None:
     image = attachment(bot, photos["smile.jpg"], "image/jpeg")
     await invoke(bot, "mood", FakeInteraction(member(0), channel().id), image=image)
