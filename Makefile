@@ -3,13 +3,17 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 STAMP := .venv/.synced
 
-.PHONY: run test lint format install
+.PHONY: run test lint format install browser
 
 run: $(STAMP)
 	$(UV) run --frozen moodbot run
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(UV) run --frozen pytest
+
+# The headless Chromium the web page's browser test drives (skipped without it).
+browser:
+	@bash scripts/install-browser.sh
 
 lint: $(STAMP)
 	$(UV) run --frozen ruff check .

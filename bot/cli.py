@@ -59,26 +59,72 @@ DbOption = Annotated[
 ]
 
 
+WebOption = Annotated[
+    bool,
+    typer.Option(
+        "--web", help="Also serve the web demo, /healthz and /metrics (MOODBOT_WEB=true)."
+    ),
+]
+HostOption = Annotated[
+    str | None,
+    typer.Option("--host", envvar="MOODBOT_WEB_HOST", help="Address the web server listens on."),
+]
+PortOption = Annotated[
+    int | None,
+    typer.Option("--port", envvar="MOODBOT_WEB_PORT", help="Port of the web server."),
+]
+
+
 @app.command()
-def run(model: ModelOption = None, db: DbOption = None) -> None:
-    """Start moodbot: Telegram and/or Discord when their tokens are set, else the console chat."""
+def run(model: ModelOption = None, db: DbOption = None, web: WebOption = False) -> None:
+    """Start moodbot: Telegram and/or Discord when their tokens are set, else the console chat.
+
+    With --web the web server runs in the same process; with --web and no bot token, only
+    the web server runs (no console chat: it would end at once under a service manager).
+    """
     from ml.errors import ModelLoadError
 
-    settings = _settings(MOODBOT_MODEL=model, MOODBOT_DB=db)
+    settings = _settings(MOODBOT_MODEL=model, MOODBOT_DB=db, MOODBOT_WEB=web or None)
     bots = settings.telegram_bot_token or settings.discord_bot_token
+    if settings.web_enabled and not bots:
+        log.info("No bot token set: serving the web demo only")
     try:
-        asyncio.run(_bots(settings) if bots else _console(settings))
+        if bots or settings.web_enabled:
+            asyncio.run(_bots(settings, web=settings.web_enabled))
+        else:
+            asyncio.run(_console(settings))
     except ModelLoadError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         typer.echo("", err=True)
 
 
-async def _bots(settings: Settings) -> None:
+@app.command("web")
+def web_command(
+    model: ModelOption = None,
+    db: DbOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Serve the web demo page, /api/analyze, /healthz and /metrics (no chat bots)."""
+    from ml.errors import ModelLoadError
+
+    settings = _settings(
+        MOODBOT_MODEL=model, MOODBOT_DB=db, MOODBOT_WEB_HOST=host, MOODBOT_WEB_PORT=port
+    )
+    try:
+        asyncio.run(_bots(settings, web=True, bots=False))
+    except ModelLoadError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+
+
+async def _bots(settings: Settings, *, web: bool = False, bots: bool = True) -> None:
     from bot.runner import StartupError, TransportStopped, serve
 
     try:
-        await serve(settings)
+        await serve(settings, web=web, bots=bots)
     except (StartupError, TransportStopped) as exc:
         raise _fail(str(exc)) from None
 
@@ -117,6 +163,34 @@ def analyze(
     except ModelLoadError as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(exit_status(results))
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Model name or bundle directory to export.")],
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write (TF Serving base path).")],
+    version: Annotated[
+        int, typer.Option("--version", min=1, help="Version sub-directory (TF Serving).")
+    ] = 1,
+    serving_url: Annotated[
+        str | None,
+        typer.Option(
+            "--serving-url",
+            help="TF Serving model URL (http://HOST:8501/v1/models/NAME) to call instead of "
+            "running the SavedModel in-process.",
+        ),
+    ] = None,
+) -> None:
+    """Write the emotion classifier as a TensorFlow SavedModel (OUT_DIR/VERSION) + bundle.json."""
+    from ml.errors import ModelLoadError
+    from ml.serving import export_saved_model
+
+    _settings()
+    try:
+        target = export_saved_model(model, out_dir, version=version, serving_url=serving_url)
+    except (ModelLoadError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"SavedModel written to {target}")
 
 
 def _printer(as_json: bool, human: Any) -> Any:
@@ -163,7 +237,15 @@ def _import_tensorflow() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    if len(sys.argv) > 1 and sys.argv[1] in ("run", "analyze", "eval", "train", "train-vggface"):
+    if len(sys.argv) > 1 and sys.argv[1] in (
+        "run",
+        "web",
+        "export",
+        "analyze",
+        "eval",
+        "train",
+        "train-vggface",
+    ):
         _import_tensorflow()
     app()
 

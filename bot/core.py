@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec, Protocol
 
 from bot import texts
 from bot.chart import render_mood_chart
@@ -110,7 +111,12 @@ class InFlight:
 def history_limit(arg: str | None) -> int:
     """The n of `/history [n]`: a number from 1 to MAX_HISTORY, DEFAULT_HISTORY otherwise."""
     text = (arg or "").strip()
-    return min(int(text), MAX_HISTORY) if text.isdigit() and int(text) > 0 else DEFAULT_HISTORY
+    # isascii(): str.isdigit() accepts "²", which int() refuses.
+    digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
+    if not digits:
+        return DEFAULT_HISTORY
+    # Compare lengths first: int() of a 5000-digit string raises (Python's digit limit).
+    return MAX_HISTORY if len(digits) > 3 else min(int(digits), MAX_HISTORY)
 
 
 def _use_case(
@@ -127,6 +133,48 @@ def _use_case(
             return await method(self, who, *args, **kwargs)
 
     return admitted
+
+
+class PhotoObserver(Protocol):
+    """Sees the outcome of every photo any transport sends (metrics hook in here)."""
+
+    def photo_done(self, who: Sender, use: str, reply: Reply, seconds: float) -> None:
+        """`use` is "selfie" or "group_photo"; `seconds` is the time the core spent on it."""
+        ...
+
+
+# Answers given before any work started: they say nothing about how long analyses take.
+REFUSALS = frozenset({"rate_limited", "closed"})
+
+
+def _observed(
+    use: str,
+) -> Callable[
+    [Callable[Concatenate[MoodService, Sender, P], Coroutine[Any, Any, Reply]]],
+    Callable[Concatenate[MoodService, Sender, P], Coroutine[Any, Any, Reply]],
+]:
+    """Report each photo's reply and duration to the service's observer, if it has one."""
+
+    def decorate(
+        method: Callable[Concatenate[MoodService, Sender, P], Coroutine[Any, Any, Reply]],
+    ) -> Callable[Concatenate[MoodService, Sender, P], Coroutine[Any, Any, Reply]]:
+        @functools.wraps(method)
+        async def observed(
+            self: MoodService, who: Sender, *args: P.args, **kwargs: P.kwargs
+        ) -> Reply:
+            started = time.perf_counter()
+            reply = await method(self, who, *args, **kwargs)
+            if self.observer is not None:
+                try:
+                    self.observer.photo_done(who, use, reply, time.perf_counter() - started)
+                except Exception:
+                    # Counting must never cost a user their answer.
+                    log.exception("The photo observer failed")
+            return reply
+
+        return observed
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -175,6 +223,7 @@ class MoodService:
         default_genre: str | None = None,
         clock: Callable[[], datetime] = utc_now,
         limiter: RateLimiter | None = None,
+        observer: PhotoObserver | None = None,
     ) -> None:
         self.engine = engine
         self.music = music
@@ -184,6 +233,8 @@ class MoodService:
         self._clock = clock
         # Chat transports share one per-user limiter; the console (one local user) needs none.
         self.limiter = limiter
+        # Sees every photo from every transport (the web server's metrics set it).
+        self.observer = observer
         self.accepting = True
         self.in_flight = InFlight()
 
@@ -223,6 +274,7 @@ class MoodService:
 
     # --- selfies ------------------------------------------------------------------------------
 
+    @_observed("selfie")
     @_use_case
     async def analyze_selfie(
         self, who: Sender, image: bytes | Upload, *, remember: bool = True
@@ -243,6 +295,7 @@ class MoodService:
             text="\n".join(lines), links=music.recommendations, analysis=analysis, music=music
         )
 
+    @_observed("group_photo")
     @_use_case
     async def group_photo_mix(self, who: Sender, image: bytes | Upload) -> Reply:
         """One suggestion for everybody in a group photo (nothing is stored)."""

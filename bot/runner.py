@@ -1,4 +1,4 @@
-"""Runs the enabled chat transports in one asyncio process around one core.
+"""Runs the enabled chat transports (and the web server) in one asyncio process around one core.
 
 Shutdown on SIGINT/SIGTERM is graceful: the transports stop taking updates, new requests are
 answered "restarting", analyses in flight finish and get their replies, then the transports
@@ -16,11 +16,24 @@ from contextlib import contextmanager
 from bot.core import MoodService
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
-from bot.transports import StartupError, Transport, TransportStopped, redact_secrets
+from bot.transports import (
+    StartupError,
+    Transport,
+    TransportStates,
+    TransportStopped,
+    redact_secrets,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StartupError", "TransportStopped", "build_transports", "run_transports", "serve"]
+__all__ = [
+    "StartupError",
+    "TransportStopped",
+    "build_transports",
+    "build_web",
+    "run_transports",
+    "serve",
+]
 
 
 def build_transports(settings: Settings, service: MoodService) -> list[Transport]:
@@ -35,6 +48,22 @@ def build_transports(settings: Settings, service: MoodService) -> list[Transport
 
         transports.append(DiscordTransport(service, DiscordConfig.from_settings(settings)))
     return transports
+
+
+def build_web(settings: Settings, service: MoodService, states: TransportStates) -> Transport:
+    """The web server (demo page, /healthz, /metrics); its metrics see every transport's photos."""
+    from bot.web import Metrics, WebServer
+
+    metrics = Metrics(service)
+    service.observer = metrics
+    return WebServer(
+        service,
+        host=settings.web_host,
+        port=settings.web_port,
+        metrics=metrics,
+        states=states,
+        shutdown_timeout=settings.shutdown_grace_s,
+    )
 
 
 def build_limiter(settings: Settings) -> RateLimiter | None:
@@ -52,7 +81,11 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.spotify_client_secret,
         settings.telegram_webhook_secret,
     )
-    return [value.get_secret_value() for value in fields if value is not None]
+    secrets = [value.get_secret_value() for value in fields if value is not None]
+    if settings.telegram_bot_token is not None:
+        # The part after "<bot id>:" is the real secret; hide it wherever it shows up alone.
+        secrets.append(settings.telegram_bot_token.get_secret_value().partition(":")[2])
+    return secrets
 
 
 async def serve(
@@ -60,23 +93,38 @@ async def serve(
     *,
     service: MoodService | None = None,
     stop: asyncio.Event | None = None,
+    web: bool | None = None,
+    bots: bool = True,
 ) -> None:
-    """Run the chat bots until a signal (or `stop`); opens the core unless one is given."""
+    """Run the chat bots and/or the web server until a signal (or `stop`).
+
+    `web` defaults to MOODBOT_WEB; `bots=False` runs the web server alone. The core is
+    opened here unless one is given.
+    """
     redact_secrets(secrets_of(settings))
+    with_web = settings.web_enabled if web is None else web
     if service is not None:
-        await _serve(settings, service, stop or asyncio.Event())
+        await _serve(settings, service, stop or asyncio.Event(), web=with_web, bots=bots)
         return
     from bot.app import open_service
 
     async with open_service(settings) as opened:
-        await _serve(settings, opened, stop or asyncio.Event())
+        await _serve(settings, opened, stop or asyncio.Event(), web=with_web, bots=bots)
 
 
-async def _serve(settings: Settings, service: MoodService, stop: asyncio.Event) -> None:
+async def _serve(
+    settings: Settings, service: MoodService, stop: asyncio.Event, *, web: bool, bots: bool
+) -> None:
     service.limiter = service.limiter or build_limiter(settings)
-    transports = build_transports(settings, service)
+    states = TransportStates()
+    transports = build_transports(settings, service) if bots else []
+    if web:
+        # First up and last down, so /healthz can say which bots are not connected yet.
+        transports.insert(0, build_web(settings, service, states))
     with _signals_set(stop):
-        await run_transports(transports, service, stop=stop, grace_s=settings.shutdown_grace_s)
+        await run_transports(
+            transports, service, stop=stop, grace_s=settings.shutdown_grace_s, states=states
+        )
 
 
 async def run_transports(
@@ -85,20 +133,33 @@ async def run_transports(
     *,
     stop: asyncio.Event,
     grace_s: float,
+    states: TransportStates | None = None,
 ) -> None:
-    """Start every transport, wait for `stop` (or one to die), then shut all down gracefully."""
+    """Start every transport, wait for `stop` (or one to die), then shut all down gracefully.
+
+    `states` follows each transport: connected once started, not connected once it dies or
+    the shutdown begins.
+    """
+    states = states or TransportStates()
+    for transport in transports:
+        states.expect(transport.name)
     started: list[Transport] = []
     try:
         for transport in transports:
             how = await transport.start()
             started.append(transport)
+            states.mark(transport.name, True)
             log.info("%s is up: %s", transport.name, how)
-        await _wait_for_stop(stop, started)
+        await _wait_for_stop(stop, started, states)
     finally:
+        for transport in started:
+            states.mark(transport.name, False)
         await _shut_down(started, service, grace_s)
 
 
-async def _wait_for_stop(stop: asyncio.Event, transports: Sequence[Transport]) -> None:
+async def _wait_for_stop(
+    stop: asyncio.Event, transports: Sequence[Transport], states: TransportStates
+) -> None:
     waiters = {asyncio.create_task(stop.wait(), name="stop")}
     deaths = {asyncio.create_task(t.wait_closed(), name=t.name): t for t in transports}
     try:
@@ -106,6 +167,8 @@ async def _wait_for_stop(stop: asyncio.Event, transports: Sequence[Transport]) -
     finally:
         for task in waiters | set(deaths):
             task.cancel()
+    for task in done & set(deaths):
+        states.mark(deaths[task].name, False)
     for task in done & set(deaths):
         # A transport that stops on its own takes the process down: a supervisor restarts it.
         error = None if task.cancelled() else task.exception()

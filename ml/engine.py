@@ -152,6 +152,11 @@ class EmotionEngine:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def running(self) -> bool:
+        """True while the worker thread runs and new photos are taken."""
+        return not self._closed.is_set() and self._thread.is_alive()
+
     def start(self) -> None:
         """Start the worker thread and run one analysis so the first user waits for nothing."""
         self._thread.start()

@@ -200,6 +200,10 @@ def _read_bundle(directory: Path) -> tuple[BundleSpec, Path]:
 def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
     """Load a model by registry name or bundle path; ModelLoadError names the file on failure."""
     spec, weights = resolve_model(name_or_path)
+    if weights.is_dir():  # a SavedModel written by `moodbot export`
+        from ml.serving import load_served_model
+
+        return load_served_model(spec, weights)
     if not weights.is_file():
         raise ModelLoadError(f"Model file {weights} does not exist.")
     import keras

@@ -161,11 +161,6 @@ TEXT = st.text(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bot/core.py history_limit: int() refuses '²' and 5000-digit numbers (fix reported)",
-)
 @BOUNDED
 @given(TEXT | st.none())
 @example("²")  # isdigit() is True for it, but int() refuses it

@@ -110,16 +110,7 @@ def settings_for(
     "httpx_loud",
     [
         pytest.param(False, id="moodbot-log-levels"),
-        pytest.param(
-            True,
-            id="httpx-forced-to-debug",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="httpx logs file URLs with the token URL-encoded (':' as '%3A'), which "
-                "RedactSecrets does not know; fix reported for bot/transports/__init__.py "
-                "and bot/runner.py",
-            ),
-        ),
+        pytest.param(True, id="httpx-forced-to-debug"),
     ],
 )
 async def test_a_full_scenario_leaks_no_secret(

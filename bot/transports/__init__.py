@@ -10,6 +10,7 @@ import logging
 import mimetypes
 from collections.abc import Iterable
 from typing import Protocol
+from urllib.parse import quote
 
 
 class StartupError(Exception):
@@ -42,6 +43,28 @@ class Transport(Protocol):
         ...
 
 
+class TransportStates:
+    """Which front doors are connected, as the runner last saw them (read by /healthz).
+
+    A transport counts as connected from a successful start() until it stops taking updates,
+    fails or closes; one the runner expects but has not started yet counts as not connected.
+    """
+
+    def __init__(self) -> None:
+        self._connected: dict[str, bool] = {}
+
+    def expect(self, name: str) -> None:
+        """List `name`, not connected yet."""
+        self._connected.setdefault(name, False)
+
+    def mark(self, name: str, connected: bool) -> None:
+        self._connected[name] = connected
+
+    def snapshot(self) -> dict[str, bool]:
+        """Every known transport and whether it is connected now."""
+        return dict(self._connected)
+
+
 def fit(text: str, limit: int) -> str:
     """`text` cut to `limit` characters at a line break where possible, marked with '…'."""
     if len(text) <= limit:
@@ -68,8 +91,10 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
+        # URL-encoded forms too: httpx logs request URLs, where a token's ":" reads "%3A".
+        forms = {form for s in secrets for form in (s, quote(s, safe=""))}
         # Longest first, so a secret that contains another is hidden whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        self._secrets = sorted({s for s in forms if len(s) >= 6}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
