@@ -17,6 +17,7 @@ import typer
 # TensorFlow prints start-up noise to stderr before logging is configured; keep it quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from bot.bench import bench_command
 from bot.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -211,6 +212,7 @@ def _mount_training_commands() -> None:
 
 
 _mount_training_commands()
+app.command("bench")(bench_command)
 
 
 @contextmanager
@@ -245,6 +247,8 @@ def main() -> None:
         "eval",
         "train",
         "train-vggface",
+        "ensemble",
+        "bench",
     ):
         _import_tensorflow()
     app()
