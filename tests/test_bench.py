@@ -7,7 +7,16 @@ import io
 import pytest
 from PIL import Image
 
-from bot.bench import SMOKE, TARGETS, chat_photo, face_photos, percentiles, run_bench, summary
+from bot.bench import (
+    SMOKE,
+    TARGETS,
+    chat_photo,
+    cold_start_s,
+    face_photos,
+    percentiles,
+    run_bench,
+    summary,
+)
 from ml.engine import EmotionEngine
 
 
@@ -49,3 +58,13 @@ def test_target_checks_compare_in_the_right_direction() -> None:
     fast = {"throughput": {"16": {"selfies_per_s": 9.0, "failed": 0}}}
     assert next(t for t in TARGETS if t.at_least).name.endswith("speed-up vs seed")
     assert {t.name: t.check(fast) for t in TARGETS}["selfies/s at 16 senders"]["met"] is True
+
+
+def test_cold_start_times_a_new_moodbot_process(astronaut_jpeg: bytes) -> None:
+    seconds = cold_start_s(astronaut_jpeg, "moodnet")
+    assert 0 < seconds < 300
+
+
+def test_cold_start_reports_a_failing_process() -> None:
+    with pytest.raises(RuntimeError, match="cold-start run"):
+        cold_start_s(b"not an image", "moodnet")
