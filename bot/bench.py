@@ -29,6 +29,7 @@ import typer
 from PIL import Image
 
 from ml.engine import EmotionEngine
+from ml.faces import published_mtcnn
 from ml.models import DEFAULT_MODEL, preprocess_faces
 
 Size = tuple[int, int]
@@ -178,7 +179,8 @@ class SeedStylePipeline:
 
     def __call__(self, data: bytes) -> str | None:
         pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        faces = self._detector.detect_faces(pixels)
+        with published_mtcnn():  # mtcnn exactly as published, without our fixes
+            faces = self._detector.detect_faces(pixels)
         if not faces:
             return None
         x, y, w, h = (max(0, int(v)) for v in faces[0]["box"])

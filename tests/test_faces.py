@@ -108,3 +108,21 @@ def test_arguments_are_validated() -> None:
         FaceDetector(min_face_size=5)
     with pytest.raises(ValueError, match="margin must not be negative, got -1"):
         crop_face(np.zeros((9, 9, 3), np.uint8), Face((0, 0, 4, 4), 1.0, {}), margin=-1)
+
+
+def test_published_mtcnn_restores_our_fixes_afterwards(hopper: np.ndarray) -> None:
+    from mtcnn.stages import stage_pnet
+    from mtcnn.utils import images
+
+    from ml.faces import fixed_scale_pyramid, normalized_tensor, published_mtcnn
+
+    detector = FaceDetector()
+    ours = detector.detect(hopper)
+    with published_mtcnn():
+        assert stage_pnet.build_scale_pyramid is not fixed_scale_pyramid
+        assert images.normalize_images is not normalized_tensor
+        published = detector.detect(hopper)
+    assert stage_pnet.build_scale_pyramid is fixed_scale_pyramid
+    assert images.normalize_images is normalized_tensor
+    # Same network, same photo: the fixes change speed, not the face found.
+    assert np.allclose(published[0].box, ours[0].box, atol=2)
