@@ -22,11 +22,10 @@ from bot.analyze import analyze_path, exit_status
 from bot.core import MoodService
 from bot.history import AsyncHistory
 from bot.music import MusicRecommender
-from bot.transports.telegram_bot import TelegramConfig, TelegramTransport
 from ml.decode import DecodeLimits, decode_image
 from ml.engine import EmotionEngine
 from ml.errors import MLError
-from tests.fakes.telegram import FakeTelegram, TgUser
+from tests.fakes.telegram import FakeTelegram, TgUser, running_bot
 
 CORPUS = Path(__file__).parent / "corpus"
 FILES = CORPUS / "files"
@@ -213,20 +212,8 @@ async def telegram(
     engine: EmotionEngine, history: AsyncHistory
 ) -> AsyncIterator[tuple[FakeTelegram, MoodService]]:
     service = MoodService(engine, MusicRecommender(None), history)
-    async with FakeTelegram() as fake:
-        config = TelegramConfig(
-            token=fake.token,
-            base_url=fake.base_url,
-            base_file_url=fake.base_file_url,
-            poll_timeout_s=2,
-        )
-        transport = TelegramTransport(service, config)
-        await transport.start()
-        try:
-            yield fake, service
-        finally:
-            await transport.stop_intake()
-            await transport.close(timeout=10)
+    async with FakeTelegram() as fake, running_bot(service, fake):
+        yield fake, service
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from bot.history import AsyncHistory
 from bot.music import MusicRecommender
 from bot.ratelimit import RateLimiter
 from bot.texts import say
-from bot.transports.telegram_bot import TelegramConfig, TelegramTransport
+from bot.transports.telegram_bot import TelegramTransport
 from ml.engine import EmotionEngine
 from tests.fakes.telegram import Call, FakeTelegram, TgChat, TgUser
 
@@ -74,10 +74,7 @@ async def test_200_selfies_from_50_people(
     limiter = RateLimiter(burst=6, per_minute=12)
     service = MoodService(engine, MusicRecommender(None, rng=random.Random(1)), history)
     service.limiter = limiter
-    config = TelegramConfig(
-        token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url, poll_timeout_s=2
-    )
-    transport = TelegramTransport(service, config)
+    transport = TelegramTransport(service, fake.bot_config())
     await transport.start()
     photos = [astronaut_jpeg, grace_hopper_jpeg, no_face_png]
     chats = {user.id: chat_of(n, user) for n, user in enumerate(USERS)}

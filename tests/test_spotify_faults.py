@@ -19,10 +19,9 @@ from bot.core import MoodService, Reply, Sender
 from bot.history import AsyncHistory
 from bot.music import SEARCH_URL, SPOTIFY_THREADS, MusicRecommender, SpotifySearch
 from bot.ratelimit import RateLimiter
-from bot.transports.telegram_bot import TelegramConfig, TelegramTransport
 from ml.engine import EmotionEngine
 from tests.fakes.spotify import FakeSpotify
-from tests.fakes.telegram import FakeTelegram, TgUser
+from tests.fakes.telegram import FakeTelegram, TgUser, running_bot
 
 pytestmark = pytest.mark.slow
 
@@ -117,23 +116,13 @@ async def test_slow_spotify_through_the_telegram_bot(
     music = spotify_at(fake_spotify.api_url, fake_spotify.token_url, fake_spotify)
     service = MoodService(engine, music, history, limiter=RateLimiter(burst=5, per_minute=60))
     user = TgUser(1001, "Alice")
-    async with FakeTelegram() as fake:
-        config = TelegramConfig(
-            token=fake.token,
-            base_url=fake.base_url,
-            base_file_url=fake.base_file_url,
-            poll_timeout_s=2,
-        )
-        transport = TelegramTransport(service, config)
-        await transport.start()
+    async with FakeTelegram() as fake, running_bot(service, fake):
         try:
             photo = fake.send_photo(user, fake.private(user), astronaut_jpeg, sides=(320, 640))
             sent = time.monotonic()
             answer = await fake.wait_for("sendMessage", chat_id=user.id, timeout=10)
         finally:
             fake_spotify.release()
-            await transport.stop_intake()
-            await transport.close(timeout=10)
             music.close()
     assert answer.at - sent < PROMISE_S
     assert answer.text.startswith("You look happy") and FALLBACK_NOTE in answer.text

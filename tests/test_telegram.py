@@ -48,13 +48,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 
 def config_for(fake: FakeTelegram, **options: object) -> TelegramConfig:
-    return TelegramConfig(
-        token=fake.token,
-        base_url=fake.base_url,
-        base_file_url=fake.base_file_url,
-        poll_timeout_s=2,
-        **options,  # type: ignore[arg-type]
-    )
+    return fake.bot_config(**options)
 
 
 @pytest.fixture

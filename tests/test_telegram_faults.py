@@ -20,7 +20,7 @@ from bot.core import MoodService
 from bot.history import AsyncHistory, MoodEntry
 from bot.music import MusicRecommender
 from bot.ratelimit import RateLimiter
-from bot.transports.telegram_bot import TelegramConfig, TelegramTransport, surely_undelivered
+from bot.transports.telegram_bot import TelegramTransport, surely_undelivered
 from ml.engine import EmotionEngine
 from tests.fakes.telegram import Call, FakeTelegram, TgUser
 
@@ -48,10 +48,7 @@ class Bot:
     """The Telegram transport under test, stoppable mid-test so that every call is counted."""
 
     def __init__(self, fake: FakeTelegram, service: MoodService) -> None:
-        config = TelegramConfig(
-            token=fake.token,
-            base_url=fake.base_url,
-            base_file_url=fake.base_file_url,
+        config = fake.bot_config(
             poll_timeout_s=1,
             read_timeout_s=1.0,
             send_attempts=3,

@@ -28,9 +28,8 @@ from bot.runner import TransportStopped, run_transports, serve
 from bot.settings import SettingsError, load_settings
 from bot.transports import REDACTED, fit, redact_secrets
 from bot.transports.discord_bot import MoodBot
-from bot.transports.telegram_bot import TelegramConfig, TelegramTransport
 from ml.engine import EmotionEngine
-from tests.fakes.telegram import FakeTelegram, TgUser
+from tests.fakes.telegram import FakeTelegram, TgUser, running_bot
 from tests.test_discord import FakeInteraction, attachment, invoke
 
 GROUP_ID = -1002
@@ -156,18 +155,8 @@ async def driver(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Driver]:
     if request.param == "telegram":
-        async with FakeTelegram() as fake:
-            config = TelegramConfig(
-                token=fake.token,
-                base_url=fake.base_url,
-                base_file_url=fake.base_file_url,
-                poll_timeout_s=2,
-            )
-            transport = TelegramTransport(service, config)
-            await transport.start()
+        async with FakeTelegram() as fake, running_bot(service, fake):
             yield TelegramDriver(fake)
-            await transport.stop_intake()
-            await transport.close(timeout=10)
         return
     monkeypatch.chdir(tmp_path)
     bot = MoodBot(service, intents=discord.Intents.default())

@@ -22,12 +22,16 @@ import io
 import itertools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from PIL import Image
+
+if TYPE_CHECKING:
+    from bot.core import MoodService
+    from bot.transports.telegram_bot import TelegramConfig, TelegramTransport
 
 TOKEN = "123456789:AAF-fake-token-for-tests-only_x1"
 BOT_ID = 123456789
@@ -198,6 +202,18 @@ class FakeTelegram:
     @property
     def base_file_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/file/bot"
+
+    def bot_config(self, **overrides: Any) -> TelegramConfig:
+        """Settings that point the real bot at this fake, with short long-polls."""
+        from bot.transports.telegram_bot import TelegramConfig
+
+        settings: dict[str, Any] = {
+            "token": self.token,
+            "base_url": self.base_url,
+            "base_file_url": self.base_file_url,
+            "poll_timeout_s": 2,
+        }
+        return TelegramConfig(**(settings | overrides))
 
     # --- people and chats -----------------------------------------------------------------------
 
@@ -544,3 +560,19 @@ async def _read_params(request: web.Request) -> tuple[dict[str, Any], dict[str, 
         if isinstance(value, str) and value.startswith("attach://"):
             files[key] = files.pop(value.removeprefix("attach://"), b"")
     return params, files
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    service: MoodService, fake: FakeTelegram, **overrides: Any
+) -> AsyncIterator[TelegramTransport]:
+    """The real Telegram transport polling `fake`; it stops taking updates and closes after."""
+    from bot.transports.telegram_bot import TelegramTransport
+
+    transport = TelegramTransport(service, fake.bot_config(**overrides))
+    await transport.start()
+    try:
+        yield transport
+    finally:
+        await transport.stop_intake()
+        await transport.close(timeout=10)
