@@ -68,7 +68,10 @@ def build_ensemble(name: str, members: Sequence[EmotionModel]) -> tuple[Any, Bun
         raise EnsembleError("an ensemble needs at least two models")
     spec = ensemble_spec(name, [m.spec for m in members])
     pixels = keras.Input((*spec.input_size, spec.channels), name="face")
-    outputs = [_single(m.keras_model(_adapted(pixels, m.spec))) for m in members]
+    # Each member inside its own uniquely named wrapper: two runs of one architecture carry
+    # the same model name, and Keras wants names unique within a model.
+    wrapped = [keras.Sequential([m.keras_model], name=f"member_{i}") for i, m in enumerate(members)]
+    outputs = [_single(w(_adapted(pixels, m.spec))) for w, m in zip(wrapped, members, strict=True)]
     mean = keras.layers.Average(name="mean_probabilities")(outputs)
     return keras.Model(pixels, mean, name=name.replace("-", "_")), spec
 
