@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from ml.engine import EmotionEngine
 from ml.faces import crop_face
-from ml.models import load_emotion_model
+from ml.models import load_emotion_model, preprocess_faces
 from training.ensemble import EnsembleError, ensemble_spec
 
 
@@ -55,3 +55,16 @@ def test_one_member_is_a_clear_cli_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "at least two models" in result.output
     assert not (tmp_path / "x" / "model.keras").exists()
+
+
+def test_two_runs_of_one_architecture_combine(face_crops: list) -> None:
+    from training.ensemble import build_ensemble
+
+    moodnet = load_emotion_model("moodnet")
+    # The same network twice: its model name repeats, and the mean is the model itself.
+    keras_model, spec = build_ensemble("twins", [moodnet, load_emotion_model("moodnet")])
+    assert spec.input_size == moodnet.spec.input_size
+    batch = preprocess_faces(spec, face_crops)
+    np.testing.assert_allclose(
+        np.asarray(keras_model(batch)), moodnet.predict(face_crops), rtol=1e-5, atol=1e-6
+    )

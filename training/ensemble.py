@@ -71,7 +71,11 @@ def build_ensemble(name: str, members: Sequence[EmotionModel]) -> tuple[Any, Bun
     # Each member inside its own uniquely named wrapper: two runs of one architecture carry
     # the same model name, and Keras wants names unique within a model.
     wrapped = [keras.Sequential([m.keras_model], name=f"member_{i}") for i, m in enumerate(members)]
-    outputs = [_single(w(_adapted(pixels, m.spec))) for w, m in zip(wrapped, members, strict=True)]
+    # An inference-only graph: members always run with their batch-norm statistics fixed.
+    outputs = [
+        _single(w(_adapted(pixels, m.spec), training=False))
+        for w, m in zip(wrapped, members, strict=True)
+    ]
     mean = keras.layers.Average(name="mean_probabilities")(outputs)
     return keras.Model(pixels, mean, name=name.replace("-", "_")), spec
 
