@@ -52,6 +52,7 @@ async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
                     history,
                     group_window=timedelta(hours=settings.group_window_hours),
                     default_genre=settings.default_genre,
+                    retention_days=settings.retention_days,
                 )
         finally:
             music.close()

@@ -224,12 +224,14 @@ class MoodService:
         clock: Callable[[], datetime] = utc_now,
         limiter: RateLimiter | None = None,
         observer: PhotoObserver | None = None,
+        retention_days: int = 0,
     ) -> None:
         self.engine = engine
         self.music = music
         self.history = history
         self.group_window = group_window
         self.default_genre = default_genre
+        self.retention_days = retention_days  # 0: kept until /forget (bot/app.py purges)
         self._clock = clock
         # Chat transports share one per-user limiter; the console (one local user) needs none.
         self.limiter = limiter
@@ -550,7 +552,9 @@ class MoodService:
     def privacy(self, who: Sender) -> Reply:
         """Exactly what is stored, for how long it counts, and how to delete it."""
         hours = round(self.group_window.total_seconds() / 3600)
-        return Reply(text=say(who.language, "privacy", hours=hours))
+        days = self.retention_days
+        kept = say(who.language, "kept_days", days=days) if days else say(who.language, "kept")
+        return Reply(text=say(who.language, "privacy", hours=hours, kept=kept))
 
     @_use_case
     async def hint(self, who: Sender) -> Reply:

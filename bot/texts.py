@@ -103,8 +103,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "faces there were, the chat, your user id and the time. Your photo is analysed in "
             "memory and dropped right away; it never touches a disk. I also keep your /mode and "
             "/genre if you set them. Group mixes use members' moods from the last {hours} hours. "
-            "/forget deletes all of it, in every chat, at once."
+            "{kept} /forget deletes all of it, in every chat, at once."
         ),
+        "kept_days": "Moods older than {days} days are deleted automatically.",
+        "kept": "Moods are kept until you delete them.",
         "hint": "Send me a selfie and I'll read your mood. /help lists everything I can do.",
         "rate_limited": "Slow down a little 🙂 Try again in {seconds} s.",
         "download_failed": "I couldn't download that photo. Please send it again.",
@@ -200,8 +202,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "셀카를 분석할 때마다 읽은 감정, 확신도, 얼굴 수, 채팅방, 사용자 ID, 시간을 "
             "저장해요. 사진은 메모리에서 분석한 뒤 바로 버리고 디스크에 저장하지 않아요. "
             "/mode와 /genre를 설정했다면 그 설정도 저장해요. 그룹 믹스는 최근 {hours}시간 동안의 "
-            "멤버 감정을 사용해요. /forget 하면 모든 채팅방의 기록이 한 번에 지워져요."
+            "멤버 감정을 사용해요. {kept} /forget 하면 모든 채팅방의 기록이 한 번에 지워져요."
         ),
+        "kept_days": "{days}일이 지난 감정 기록은 자동으로 지워져요.",
+        "kept": "감정 기록은 직접 지우기 전까지 보관해요.",
         "hint": "셀카를 보내 주시면 감정을 읽어 드려요. /help 로 할 수 있는 일을 보세요.",
         "rate_limited": "조금 천천히 보내 주세요 🙂 {seconds}초 뒤에 다시 시도해 주세요.",
         "download_failed": "사진을 내려받지 못했어요. 다시 보내 주세요.",

@@ -199,3 +199,18 @@ def test_blend_weighs_by_confidence() -> None:
     assert blend.shares == pytest.approx({"happy": 0.8333, "sad": 0.1667}, abs=1e-3)
     with pytest.raises(ValueError, match="at least one mood"):
         blend_moods([])
+
+
+@pytest.mark.parametrize(
+    ("days", "who", "promise"),
+    [
+        (30, ALICE, "Moods older than 30 days are deleted automatically."),
+        (0, ALICE, "Moods are kept until you delete them."),
+        (7, MINJI, "7일이 지난 감정 기록은 자동으로 지워져요."),
+    ],
+)
+def test_privacy_says_how_long_moods_are_kept(
+    engine: EmotionEngine, history: AsyncHistory, days: int, who: Sender, promise: str
+) -> None:
+    service = MoodService(engine, MusicRecommender(None), history, retention_days=days)
+    assert promise in service.privacy(who).text
