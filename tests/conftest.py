@@ -16,6 +16,7 @@ from PIL import Image
 
 from bot.history import AsyncHistory
 from ml.engine import EmotionEngine, EngineConfig
+from tests.fakes.telegram import FakeTelegram
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
@@ -80,6 +81,13 @@ async def history(tmp_path: Path) -> AsyncIterator[AsyncHistory]:
     history = await AsyncHistory.open(tmp_path / "moods.db")
     yield history
     await history.aclose()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    """A fake Telegram Bot API server on 127.0.0.1 (tests/fakes/telegram.py)."""
+    async with FakeTelegram() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -54,12 +53,6 @@ def kind_of(call: Call) -> str:
             assert bool(call.buttons) == (kind == "analysed"), call.text
             return kind
     raise AssertionError(f"not an answer to a selfie: {call.text[:80]!r}")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 async def test_200_selfies_from_50_people(

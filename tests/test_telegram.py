@@ -41,12 +41,6 @@ def service(engine: EmotionEngine, history: AsyncHistory) -> MoodService:
     return MoodService(engine, music, history, limiter=RateLimiter(burst=50, per_minute=600))
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
 def config_for(fake: FakeTelegram, **options: object) -> TelegramConfig:
     return fake.bot_config(**options)
 

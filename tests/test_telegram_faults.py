@@ -38,12 +38,6 @@ def service(engine: EmotionEngine, history: AsyncHistory) -> MoodService:
     return MoodService(engine, music, history, limiter=RateLimiter(burst=50, per_minute=600))
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
 class Bot:
     """The Telegram transport under test, stoppable mid-test so that every call is counted."""
 

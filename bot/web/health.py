@@ -10,7 +10,6 @@ from typing import Any
 
 from bot.core import MoodService
 from bot.transports import TransportStates
-from ml.engine import EmotionEngine
 
 DB_PROBE_TIMEOUT_S = 1.0
 
@@ -48,11 +47,6 @@ class Health:
         }
 
 
-def engine_running(engine: EmotionEngine) -> bool:
-    """True while the engine's worker thread runs and it takes work."""
-    return engine.running
-
-
 def probe_database(path: Path, timeout: float = DB_PROBE_TIMEOUT_S) -> str | None:
     """None when a write transaction can start on the file now, else why not.
 
@@ -88,7 +82,7 @@ async def check_health(
     transports = states.snapshot() if states else {}
     transports.pop(exclude or "", None)
     return Health(
-        model_loaded=engine_running(service.engine),
+        model_loaded=service.engine.running,
         model_name=service.engine.model.spec.name,
         database_writable=db_error is None,
         database_error=db_error,
