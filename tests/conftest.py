@@ -16,6 +16,7 @@ from PIL import Image
 
 from bot.history import AsyncHistory
 from ml.engine import EmotionEngine, EngineConfig
+from ml.models import FER_LABELS
 from tests.fakes.telegram import FakeTelegram
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -100,3 +101,17 @@ def write_file(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_fer(tmp_path_factory) -> Path:
+    """Seven class folders of small grey faces-to-be (noise with a class-specific brightness)."""
+    root = tmp_path_factory.mktemp("fer")
+    rng = np.random.default_rng(0)
+    for index, label in enumerate(FER_LABELS):
+        (root / label).mkdir()
+        for i in range(6):
+            pixels = rng.normal(30 + index * 30, 10, (48, 48)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    (root / "happy" / "broken.png").write_bytes(b"not a png")
+    return root

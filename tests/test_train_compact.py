@@ -7,27 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ml.models import FER_LABELS, load_emotion_model
 from training.data import FaceArrays, load_faces
 from training.train import CompactRecipe, class_weights, split_validation, train_compact
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_fer(tmp_path_factory) -> Path:
-    """Seven class folders of small grey faces-to-be (noise with a class-specific brightness)."""
-    root = tmp_path_factory.mktemp("fer")
-    rng = np.random.default_rng(0)
-    for index, label in enumerate(FER_LABELS):
-        (root / label).mkdir()
-        for i in range(6):
-            pixels = rng.normal(30 + index * 30, 10, (48, 48)).clip(0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    (root / "happy" / "broken.png").write_bytes(b"not a png")
-    return root
 
 
 def test_load_faces_reports_unreadable_files(tiny_fer: Path) -> None:

@@ -295,6 +295,13 @@ def train_command(
     class_weight_power: Annotated[
         float, typer.Option(help="0 none, 1 fully balanced class weights.")
     ] = 0.5,
+    mixup: Annotated[float, typer.Option(help="Mixup's Beta(alpha, alpha); 0 turns it off.")] = 0.0,
+    erasing: Annotated[
+        float, typer.Option(help="Share of faces with a random rectangle erased.")
+    ] = 0.0,
+    average_epochs: Annotated[
+        int, typer.Option(help="Average the last N epochs' weights (SWA); kept if better on val.")
+    ] = 0,
     seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
     init_from: Annotated[
         Path | None, typer.Option(help="Continue from this bundle's weights.")
@@ -315,6 +322,9 @@ def train_command(
             label_smoothing=label_smoothing,
             class_weight_power=class_weight_power,
             patience=patience,
+            mixup_alpha=mixup,
+            erasing=erasing,
+            average_epochs=average_epochs,
             seed=seed,
             name=name,
         )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ml.models import FER_LABELS, BundleSpec
+from training.averaging import averaged_model, weight_collector
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.data import FaceArrays, load_faces
 from training.metrics import classification_report, plot_curves
@@ -35,6 +36,11 @@ class CompactRecipe:
     # 0 = no class weights, 1 = fully balanced; in between tempers the rare classes' weight.
     class_weight_power: float = 0.5
     patience: int = 12
+    # Regularisers that let a continued run train longer before it overfits; 0 = off.
+    mixup_alpha: float = 0.0
+    erasing: float = 0.0
+    # Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
+    average_epochs: int = 0
     val_fraction: float = 0.1
     seed: int = 1337
     name: str = "moodnet"
@@ -48,6 +54,13 @@ class CompactRecipe:
             raise ValueError(
                 f"class_weight_power must be within 0..1, got {self.class_weight_power}"
             )
+        if self.mixup_alpha < 0 or not 0.0 <= self.erasing <= 1.0:
+            raise ValueError(
+                f"mixup_alpha must be >= 0 and erasing within 0..1, got "
+                f"{self.mixup_alpha}, {self.erasing}"
+            )
+        if not 0 <= self.average_epochs <= self.epochs:
+            raise ValueError(f"average_epochs must be within 0..epochs, got {self.average_epochs}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be within (0, 0.5), got {self.val_fraction}")
 
@@ -77,31 +90,25 @@ def split_validation(data: FaceArrays, fraction: float, seed: int) -> tuple[Face
     return part(~is_val), part(is_val)
 
 
-def _augmenter(seed: int):
-    import keras
-
-    # Mild geometric jitter: real selfies are off-centre, tilted and at varying distances.
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomRotation(0.04, fill_mode="nearest", seed=seed + 1),
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 2),
-            keras.layers.RandomZoom((-0.1, 0.15), fill_mode="nearest", seed=seed + 3),
-            keras.layers.RandomContrast(0.3, seed=seed + 4),
-        ],
-        name="augment",
-    )
-
-
 def _datasets(train: FaceArrays, val: FaceArrays, recipe: CompactRecipe, weights: dict[int, float]):
     import tensorflow as tf
 
+    from training import augment
+
     classes = len(train.label_names)
-    augment = _augmenter(recipe.seed)
+    jitter = augment.geometric_jitter(recipe.seed)
     sample_weight = np.array([weights[int(y)] for y in train.labels], dtype=np.float32)
 
     def scale(x):
         return tf.cast(x, tf.float32) / 255.0
+
+    def augmented(x, y, w):
+        x = tf.clip_by_value(jitter(scale(x), training=True), 0, 1)
+        if recipe.erasing:
+            x = augment.random_erasing(x, recipe.erasing)
+        if recipe.mixup_alpha:
+            return augment.mixup(x, y, w, recipe.mixup_alpha)
+        return x, y, w
 
     train_ds = (
         tf.data.Dataset.from_tensor_slices(
@@ -109,10 +116,7 @@ def _datasets(train: FaceArrays, val: FaceArrays, recipe: CompactRecipe, weights
         )
         .shuffle(len(train.labels), seed=recipe.seed, reshuffle_each_iteration=True)
         .batch(recipe.batch_size)
-        .map(
-            lambda x, y, w: (tf.clip_by_value(augment(scale(x), training=True), 0, 1), y, w),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     val_ds = (
@@ -172,7 +176,7 @@ def train_compact(
     """Train, select on validation loss, and write the bundle to out_dir/bundle."""
     import keras
 
-    from training.compact import compact_cnn, with_flip_averaging
+    from training.compact import compact_cnn
 
     recipe = recipe or CompactRecipe()
     keras.utils.set_random_seed(recipe.seed)
@@ -193,16 +197,16 @@ def train_compact(
     )
     _compile(model, recipe, steps_per_epoch=int(np.ceil(len(train.labels) / recipe.batch_size)))
     out_dir.mkdir(parents=True, exist_ok=True)
+    collector = weight_collector(recipe.average_epochs, recipe.epochs)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=recipe.epochs,
         shuffle=False,  # the dataset reshuffles itself every epoch
         verbose=2,
-        callbacks=_callbacks(out_dir, recipe),
+        callbacks=[*_callbacks(out_dir, recipe), collector],
     )
-    serving = with_flip_averaging(model)
-    metrics = _evaluate(serving, val)
+    serving, metrics = _best_of(model, collector.snapshots, train, val)
     metrics["epochs_run"] = len(history.history["loss"])
     metrics["params"] = int(model.count_params())
     plot_curves(history.history, out_dir / "curves.png", title=recipe.name)
@@ -224,6 +228,29 @@ def _classifier_from_bundle(bundle: Path):
 
     serving = keras.models.load_model(bundle / MODEL_FILE, compile=False)
     return serving.get_layer("flip_average").classifier
+
+
+def _best_of(model, snapshots, train: FaceArrays, val: FaceArrays):
+    """The best-validation-loss model, or its weight average when that scores higher on val."""
+    from training.compact import with_flip_averaging
+
+    serving = with_flip_averaging(model)
+    metrics = _evaluate(serving, val)
+    metrics["selected"] = "best validation loss"
+    if not snapshots:
+        return serving, metrics
+    averaged = with_flip_averaging(averaged_model(model, snapshots, train.images))
+    averaged_metrics = _evaluate(averaged, val)
+    summary = {
+        "epochs_averaged": len(snapshots),
+        "best_val_loss_accuracy": metrics["accuracy"],
+        "averaged_accuracy": averaged_metrics["accuracy"],
+    }
+    if averaged_metrics["accuracy"] > metrics["accuracy"]:
+        serving, metrics = averaged, averaged_metrics
+        metrics["selected"] = f"average of the last {len(snapshots)} epochs"
+    metrics["weight_averaging"] = summary
+    return serving, metrics
 
 
 def _evaluate(serving, val: FaceArrays) -> dict[str, Any]:

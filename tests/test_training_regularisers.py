@@ -1,0 +1,102 @@
+"""Mixup, random erasing and weight averaging: the regularisers of continued training runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import augment
+from training.averaging import averaged_model
+from training.compact import compact_cnn
+from training.train import CompactRecipe, train_compact
+
+pytestmark = pytest.mark.slow
+
+
+def _faces(n: int = 6, side: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.2, 0.8, (n, side, side, 1)).astype("float32")
+
+
+def test_erasing_changes_one_rectangle_per_chosen_face() -> None:
+    faces = _faces()
+    erased = np.asarray(augment.random_erasing(faces, 1.0))
+    for before, after in zip(faces, erased, strict=True):
+        rows, cols = np.nonzero((before != after)[..., 0])
+        assert rows.size > 0
+        # Exactly the cells of one axis-aligned rectangle changed.
+        assert rows.size == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+        assert 0.01 * 48 * 48 <= rows.size <= 0.25 * 48 * 48
+    np.testing.assert_array_equal(np.asarray(augment.random_erasing(faces, 0.0)), faces)
+
+
+def test_mixup_blends_images_labels_and_weights_alike() -> None:
+    faces = _faces(4)
+    labels = np.eye(7, dtype="float32")[[0, 1, 2, 3]]
+    weights = np.array([1.0, 2.0, 3.0, 4.0], "float32")
+    images, mixed_labels, mixed_weights = (
+        np.asarray(t) for t in augment.mixup(faces, labels, weights, 0.4)
+    )
+    share = mixed_labels.max(axis=1)  # the example's own label keeps the larger share
+    assert np.all(share >= 0.5) and np.allclose(mixed_labels.sum(axis=1), 1.0)
+    partner = faces[::-1]
+    expected = share[:, None, None, None] * faces + (1 - share[:, None, None, None]) * partner
+    np.testing.assert_allclose(images, expected, atol=1e-5)
+    np.testing.assert_allclose(mixed_weights, share * weights + (1 - share) * weights[::-1])
+
+
+def test_average_of_snapshots_with_remeasured_batch_norm() -> None:
+    import keras
+
+    model = compact_cnn(48, 7, width=4)
+    first = [np.array(w) for w in model.get_weights()]
+    second = [w + 1.0 for w in first]
+    images = (np.random.default_rng(1).uniform(0, 255, (40, 48, 48, 1))).astype(np.uint8)
+
+    averaged = averaged_model(model, [first, second], images, batch_size=16)
+
+    conv = averaged.get_layer("stem_a").get_weights()[0]
+    np.testing.assert_allclose(conv, first[0] + 0.5, rtol=1e-6)
+    # The first BN's moving mean is now the mean of its input over all images, batch-weighted.
+    stem = keras.Model(averaged.input, averaged.get_layer("stem_a").output)
+    batch_means = [
+        np.asarray(stem(images[i : i + 16].astype("float32") / 255.0)).mean(axis=(0, 1, 2))
+        for i in range(0, 40, 16)
+    ]
+    expected = np.mean(batch_means, axis=0)
+    moving = averaged.get_layer("stem_a_bn").moving_mean.numpy()
+    np.testing.assert_allclose(moving, expected, rtol=1e-4, atol=1e-6)
+    assert averaged.get_layer("stem_a_bn").momentum == model.get_layer("stem_a_bn").momentum
+    with pytest.raises(ValueError, match="no weights to average"):
+        averaged_model(model, [], images)
+
+
+def test_a_regularised_run_reports_its_weight_average(tiny_fer: Path, tmp_path: Path) -> None:
+    recipe = CompactRecipe(
+        epochs=2,
+        batch_size=8,
+        width=8,
+        warmup_epochs=0,
+        patience=2,
+        mixup_alpha=0.2,
+        erasing=0.5,
+        average_epochs=2,
+    )
+    metrics = train_compact(tiny_fer, tmp_path / "run", recipe=recipe)
+    summary = metrics["weight_averaging"]
+    assert summary["epochs_averaged"] == 2
+    candidates = (summary["best_val_loss_accuracy"], summary["averaged_accuracy"])
+    assert metrics["accuracy"] == max(candidates)
+    manifest = json.loads((tmp_path / "run" / "bundle" / "bundle.json").read_text())
+    assert manifest["extra"]["metrics"]["weight_averaging"] == summary
+    assert '"mixup_alpha": 0.2' in (tmp_path / "run" / "bundle" / "MODEL_CARD.md").read_text()
+
+
+def test_regularisers_are_validated() -> None:
+    with pytest.raises(ValueError, match=r"erasing within 0\.\.1"):
+        CompactRecipe(erasing=1.5)
+    with pytest.raises(ValueError, match=r"average_epochs must be within 0\.\.epochs"):
+        CompactRecipe(epochs=3, average_epochs=4)
