@@ -419,9 +419,38 @@ def ensemble_command(
     typer.echo(f"Wrote {bundle}")
 
 
+def views_command(
+    source: Annotated[Path, typer.Argument(help="A compact model bundle (from `train`).")],
+    output_dir: Annotated[Path, typer.Argument(help="Folder for the new bundle.")],
+    zoom_out: Annotated[
+        float,
+        typer.Option(help="Also average the face shrunk by this share of the side; 0: flips only."),
+    ] = 0.0625,
+    val_dir: Annotated[
+        Path | None,
+        typer.Option(help="Aligned validation faces: score the new bundle into its model card."),
+    ] = None,
+) -> None:
+    """Re-wrap a trained bundle with other test-time views (no training; same weights)."""
+    from training.bundle import ModelCard
+    from training.views import rewrap_views
+
+    _logging()
+    card = ModelCard(
+        data="the source bundle's (its card is quoted below)",
+        split="no new training: the source's weights with other test-time views",
+        settings={"source": str(source), "zoom_out": zoom_out},
+    )
+    with _reported("views"):
+        bundle = rewrap_views(source, output_dir, zoom_out, card)
+        if val_dir is not None:
+            _score_into_card(bundle, val_dir, card)
+    typer.echo(f"Wrote {bundle}")
+
+
 def _score_into_card(bundle: Path, val_dir: Path, card: Any) -> None:
     """Evaluate `bundle` on aligned faces and rewrite its card and manifest with the metrics."""
-    from ml.models import resolve_model
+    from ml.models import BUNDLE_FILE, resolve_model
     from training.bundle import CARD_FILE
     from training.evaluate import evaluate
 
@@ -430,7 +459,17 @@ def _score_into_card(bundle: Path, val_dir: Path, card: Any) -> None:
     card.metrics["ms_per_face"] = result["ms_per_face"]
     card.split = f"scored on {val_dir} (aligned faces)"
     spec, _ = resolve_model(bundle)
-    (bundle / CARD_FILE).write_text(card.to_markdown(spec), encoding="utf-8")
+    manifest = json.loads((bundle / BUNDLE_FILE).read_text(encoding="utf-8"))
+    manifest.setdefault("extra", {})["metrics"] = card.metrics
+    _replace_text(bundle / BUNDLE_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    _replace_text(bundle / CARD_FILE, card.to_markdown(spec))
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write through a temporary file: an interrupted write never leaves half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {
@@ -440,6 +479,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "train-vggface": train_vggface_command,
     "eval": eval_command,
     "ensemble": ensemble_command,
+    "views": views_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)

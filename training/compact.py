@@ -63,9 +63,14 @@ def compact_cnn(
     return keras.Model(inputs, outputs, name="moodnet")
 
 
-def with_flip_averaging(classifier: keras.Model) -> keras.Model:
-    """The serving model: the classifier's average over the face and its mirror image."""
+def with_flip_averaging(classifier: keras.Model, zoom_out: float = 0.0) -> keras.Model:
+    """The serving model: the classifier's average over the face and its mirror image.
+
+    With `zoom_out`, also over both shrunk by that share of the side (see FlipAverage).
+    """
     inputs = keras.Input(classifier.input_shape[1:], name="face")
     # An uncompiled copy: a compiled inner model would carry its optimiser into the bundle.
-    outputs = FlipAverage(inference_copy(classifier), name="flip_average")(inputs)
+    outputs = FlipAverage(inference_copy(classifier), zoom_out=zoom_out, name="flip_average")(
+        inputs
+    )
     return keras.Model(inputs, outputs, name=f"{classifier.name}_tta")
