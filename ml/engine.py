@@ -63,7 +63,8 @@ class EngineConfig:
     # FER2013 val (60 a class, whole pipeline), finds more faces (339 vs 331 of 416).
     min_face_size: int = 32
     max_faces: int = 20
-    crop_margin: float = 0.2
+    # None: the model's own (BundleSpec.crop_margin), which frames faces like its training set.
+    crop_margin: float | None = None
     level_faces: bool = True
     unsure_below: float = 0.45
     queue_size: int = 32
@@ -143,6 +144,9 @@ class EmotionEngine:
         )
         # Crops twice the model's input keep all the detail its resize would use.
         self._crop_side = 2 * max(model.spec.input_size)
+        self._crop_margin = (
+            model.spec.crop_margin if self.config.crop_margin is None else self.config.crop_margin
+        )
         self._limits = decode_limits_for(self.config, max(model.spec.input_size))
 
     @classmethod
@@ -263,7 +267,7 @@ class EmotionEngine:
                 crop_face(
                     image.pixels,
                     f,
-                    margin=self.config.crop_margin,
+                    margin=self._crop_margin,
                     level=self.config.level_faces,
                     max_side=self._crop_side,
                 )

@@ -154,6 +154,22 @@ def test_unsure_threshold_marks_low_confidence(
     assert face.unsure
 
 
+def test_faces_are_framed_with_the_models_margin_unless_configured(
+    engine: EmotionEngine, grace_hopper_jpeg: bytes
+) -> None:
+    def scores(margin: float | None) -> dict[str, float]:
+        other = EmotionEngine(engine.model, engine.detector, EngineConfig(crop_margin=margin))
+        other.start()
+        try:
+            return other.analyze_blocking(grace_hopper_jpeg).faces[0].scores
+        finally:
+            other.close()
+
+    own = engine.model.spec.crop_margin
+    assert scores(None) == scores(own)
+    assert scores(own + 0.3) != scores(own)
+
+
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="queue_size must be at least 1, got 0"):
         EngineConfig(queue_size=0)

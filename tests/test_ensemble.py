@@ -50,6 +50,13 @@ def test_members_must_share_labels() -> None:
         ensemble_spec("x", [moodnet, other])
 
 
+def test_members_share_one_crop_framed_between_theirs() -> None:
+    moodnet = load_emotion_model("moodnet").spec
+    tight = dataclasses.replace(moodnet, name="tight", crop_margin=0.0)
+    loose = dataclasses.replace(moodnet, name="loose", crop_margin=0.3)
+    assert ensemble_spec("x", [tight, loose]).crop_margin == 0.15
+
+
 def test_one_member_is_a_clear_cli_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["ensemble", str(tmp_path / "x"), "--model", "moodnet"])
     assert result.exit_code == 2

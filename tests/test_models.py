@@ -13,6 +13,7 @@ from ml.errors import ModelLoadError
 from ml.models import (
     BUNDLE_FILE,
     DEFAULT_MODEL,
+    FER_CROP_MARGIN,
     FER_LABELS,
     BundleSpec,
     load_emotion_model,
@@ -76,8 +77,15 @@ def test_a_bundle_directory_loads_and_predicts(tmp_path: Path) -> None:
 
 
 def test_spec_round_trips_through_json() -> None:
-    spec = tiny_spec(description="test", extra={"val_accuracy": 0.5})
+    spec = tiny_spec(description="test", crop_margin=0.05, extra={"val_accuracy": 0.5})
     assert BundleSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_fer_models_frame_faces_tighter_than_older_bundles() -> None:
+    manifest = tiny_spec().to_json()
+    del manifest["crop_margin"]  # a bundle written before the field existed
+    assert BundleSpec.from_json(manifest).crop_margin == 0.2
+    assert resolve_model("mini-xception")[0].crop_margin == FER_CROP_MARGIN
 
 
 @pytest.mark.parametrize(
@@ -106,6 +114,7 @@ def test_vggface2_preprocessing_is_bgr_minus_means() -> None:
         ({"input_size": (4, 4)}, r"\(4, 4\)"),
         ({"color": "cmyk"}, "'cmyk'"),
         ({"normalization": "imagenet"}, "'imagenet'"),
+        ({"crop_margin": -0.1}, r"crop_margin must be within 0\.\.1, got -0\.1"),
     ],
 )
 def test_bad_specs_name_the_bad_value(changes: dict, message: str) -> None:

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ml.models import FER_CROP_MARGIN
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 app = typer.Typer(
@@ -302,6 +304,9 @@ def train_command(
     average_epochs: Annotated[
         int, typer.Option(help="Average the last N epochs' weights (SWA); kept if better on val.")
     ] = 0,
+    crop_margin: Annotated[
+        float, typer.Option(help="Box share the bot adds per side to frame faces like these.")
+    ] = FER_CROP_MARGIN,
     seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
     init_from: Annotated[
         Path | None, typer.Option(help="Continue from this bundle's weights.")
@@ -325,6 +330,7 @@ def train_command(
             mixup_alpha=mixup,
             erasing=erasing,
             average_epochs=average_epochs,
+            crop_margin=crop_margin,
             seed=seed,
             name=name,
         )
@@ -426,12 +432,16 @@ def views_command(
         float,
         typer.Option(help="Also average the face shrunk by this share of the side; 0: flips only."),
     ] = 0.0625,
+    crop_margin: Annotated[
+        float | None,
+        typer.Option(help="Box share the bot adds per side around a face; default: the source's."),
+    ] = None,
     val_dir: Annotated[
         Path | None,
         typer.Option(help="Aligned validation faces: score the new bundle into its model card."),
     ] = None,
 ) -> None:
-    """Re-wrap a trained bundle with other test-time views (no training; same weights)."""
+    """Re-wrap a trained bundle with other test-time views or framing (no training)."""
     from training.bundle import ModelCard
     from training.views import rewrap_views
 
@@ -439,10 +449,10 @@ def views_command(
     card = ModelCard(
         data="the source bundle's (its card is quoted below)",
         split="no new training: the source's weights with other test-time views",
-        settings={"source": str(source), "zoom_out": zoom_out},
+        settings={"source": str(source), "zoom_out": zoom_out, "crop_margin": crop_margin},
     )
     with _reported("views"):
-        bundle = rewrap_views(source, output_dir, zoom_out, card)
+        bundle = rewrap_views(source, output_dir, zoom_out, card, crop_margin=crop_margin)
         if val_dir is not None:
             _score_into_card(bundle, val_dir, card)
     typer.echo(f"Wrote {bundle}")

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from ml.decode import DecodeLimits, decode_image
 from ml.engine import EngineConfig
 from ml.errors import MLError
-from ml.faces import FaceDetector, crop_face
-from ml.models import DEFAULT_MODEL, EmotionModel, load_emotion_model
+from ml.faces import Face, FaceDetector, crop_face
+from ml.models import DEFAULT_MODEL, BundleSpec, EmotionModel, load_emotion_model
 from training.aihub import canonical_label, class_images
 from training.metrics import classification_report
 
@@ -151,13 +151,19 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+# (item, class, image, its largest face: None when aligned or when no face was found)
+_Found = tuple[int, str, np.ndarray | None, Face | None]
+
+
 def _crops(
     chunk: list[tuple[int, tuple[Path, str]]],
     detector: FaceDetector | None,
     report: EvalReport,
-) -> list[tuple[int, str, np.ndarray | None]]:
-    """(item, class, face crop or None when no face was found); unreadable files are left out."""
-    config = EngineConfig()
+) -> list[_Found]:
+    """The decoded images and their faces; unreadable files are left out.
+
+    Each model crops the faces itself (`_predict`): models frame faces differently.
+    """
     crops = []
     for index, (path, label) in chunk:
         try:
@@ -166,21 +172,30 @@ def _crops(
             report.unreadable.append((str(path), str(exc)))
             continue
         if detector is None:  # aligned: the image is the face
-            crops.append((index, label, pixels))
+            crops.append((index, label, pixels, None))
             continue
         faces = detector.detect(pixels)
         if not faces:
             report.no_face.append(str(path))
-            crops.append((index, label, None))
+            crops.append((index, label, None, None))
             continue
-        crop = crop_face(pixels, faces[0], margin=config.crop_margin, level=config.level_faces)
-        crops.append((index, label, crop))
+        crops.append((index, label, pixels, faces[0]))
     return crops
 
 
-def _predict(s: _Scores, crops: list[tuple[int, str, np.ndarray | None]], tta_flip: bool) -> None:
+def _cropped(pixels: np.ndarray | None, face: Face | None, spec: BundleSpec) -> np.ndarray | None:
+    if pixels is None or face is None:
+        return pixels
+    return crop_face(pixels, face, margin=spec.crop_margin, level=EngineConfig().level_faces)
+
+
+def _predict(s: _Scores, found: list[_Found], tta_flip: bool) -> None:
     """Run one model on the faces of the classes it knows, timing only the model."""
-    mine = [(index, label, crop) for index, label, crop in crops if label in s.classes]
+    mine = [
+        (index, label, _cropped(pixels, face, s.model.spec))
+        for index, label, pixels, face in found
+        if label in s.classes
+    ]
     faces = [crop for _, _, crop in mine if crop is not None]
     rows = iter(_timed_predict(s, faces, tta_flip) if faces else ())
     for index, label, crop in mine:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.models import FER_LABELS, BundleSpec
+from ml.models import FER_CROP_MARGIN, FER_LABELS, BundleSpec
 from training.averaging import averaged_model, weight_collector
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.data import FaceArrays, load_faces
@@ -41,6 +41,8 @@ class CompactRecipe:
     erasing: float = 0.0
     # Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
     average_epochs: int = 0
+    # Written into the bundle: how the bot frames photo faces for this model (BundleSpec).
+    crop_margin: float = FER_CROP_MARGIN
     val_fraction: float = 0.1
     seed: int = 1337
     name: str = "moodnet"
@@ -274,6 +276,7 @@ def _write(serving, out_dir, recipe, metrics, train_dir, val_dir, weights) -> Pa
         color="grayscale",
         normalization="zero_to_one",
         model_file=MODEL_FILE,
+        crop_margin=recipe.crop_margin,
         description=(
             f"Compact residual CNN ({metrics['params']:,} parameters) trained from scratch on "
             f"{recipe.input_size}x{recipe.input_size} greyscale faces; outputs averaged over "

@@ -10,8 +10,17 @@ from training.bundle import CARD_FILE, ModelCard, write_bundle
 from training.compact import with_flip_averaging
 
 
-def rewrap_views(source: Path, output_dir: Path, zoom_out: float, card: ModelCard) -> Path:
+def rewrap_views(
+    source: Path,
+    output_dir: Path,
+    zoom_out: float,
+    card: ModelCard,
+    *,
+    crop_margin: float | None = None,
+) -> Path:
     """Write `source`'s classifier into `output_dir`, averaged over flips and `zoom_out` views.
+
+    `crop_margin` replaces the source's framing of photo faces (BundleSpec.crop_margin).
 
     The source card travels along under the new card's notes: the training it documents is
     still what the new bundle's weights are.
@@ -40,7 +49,11 @@ def rewrap_views(source: Path, output_dir: Path, zoom_out: float, card: ModelCar
     return write_bundle(
         output_dir,
         with_flip_averaging(classifier, zoom_out=zoom_out),
-        replace(spec, description=f"{network}; outputs averaged over {views}."),
+        replace(
+            spec,
+            description=f"{network}; outputs averaged over {views}.",
+            crop_margin=spec.crop_margin if crop_margin is None else crop_margin,
+        ),
         card,
     )
 
