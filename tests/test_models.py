@@ -13,7 +13,6 @@ from ml.errors import ModelLoadError
 from ml.models import (
     BUNDLE_FILE,
     DEFAULT_MODEL,
-    FER_CROP_MARGIN,
     FER_LABELS,
     BundleSpec,
     load_emotion_model,
@@ -81,11 +80,11 @@ def test_spec_round_trips_through_json() -> None:
     assert BundleSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
 
 
-def test_fer_models_frame_faces_tighter_than_older_bundles() -> None:
+def test_mini_xception_frames_faces_tighter_than_the_default() -> None:
     manifest = tiny_spec().to_json()
     del manifest["crop_margin"]  # a bundle written before the field existed
     assert BundleSpec.from_json(manifest).crop_margin == 0.2
-    assert resolve_model("mini-xception")[0].crop_margin == FER_CROP_MARGIN
+    assert resolve_model("mini-xception")[0].crop_margin == 0.1
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ml.models import FER_CROP_MARGIN
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 app = typer.Typer(
@@ -306,7 +304,7 @@ def train_command(
     ] = 0,
     crop_margin: Annotated[
         float, typer.Option(help="Box share the bot adds per side to frame faces like these.")
-    ] = FER_CROP_MARGIN,
+    ] = 0.2,
     seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
     init_from: Annotated[
         Path | None, typer.Option(help="Continue from this bundle's weights.")
