@@ -130,9 +130,9 @@ def evaluate(
     bar = tqdm(total=len(items), desc="eval", unit="img", disable=not progress)
     with bar:
         for chunk in _chunks(list(enumerate(items)), batch_size):
-            crops = _crops(chunk, detector, report)
+            found = _found_faces(chunk, detector, report)
             for s in scores:
-                _predict(s, crops, tta_flip)
+                _predict(s, found, tta_flip)
             bar.update(len(chunk))
     report.results = [_result(s, dataset) for s in scores]
     if len(scores) > 1:
@@ -155,7 +155,7 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 _Found = tuple[int, str, np.ndarray | None, Face | None]
 
 
-def _crops(
+def _found_faces(
     chunk: list[tuple[int, tuple[Path, str]]],
     detector: FaceDetector | None,
     report: EvalReport,
@@ -164,7 +164,7 @@ def _crops(
 
     Each model crops the faces itself (`_predict`): models frame faces differently.
     """
-    crops = []
+    found = []
     for index, (path, label) in chunk:
         try:
             pixels = decode_image(path.read_bytes(), DecodeLimits()).pixels
@@ -172,15 +172,15 @@ def _crops(
             report.unreadable.append((str(path), str(exc)))
             continue
         if detector is None:  # aligned: the image is the face
-            crops.append((index, label, pixels, None))
+            found.append((index, label, pixels, None))
             continue
         faces = detector.detect(pixels)
         if not faces:
             report.no_face.append(str(path))
-            crops.append((index, label, None, None))
+            found.append((index, label, None, None))
             continue
-        crops.append((index, label, pixels, faces[0]))
-    return crops
+        found.append((index, label, pixels, faces[0]))
+    return found
 
 
 def _cropped(pixels: np.ndarray | None, face: Face | None, spec: BundleSpec) -> np.ndarray | None:
