@@ -78,15 +78,30 @@ def write_bundle(directory: Path, keras_model: Any, spec: BundleSpec, card: Mode
     if spec.model_file != MODEL_FILE:
         raise ValueError(f"bundle model_file must be {MODEL_FILE!r}, got {spec.model_file!r}")
     directory.mkdir(parents=True, exist_ok=True)
-    staged = {
-        MODEL_FILE: directory / f".{MODEL_FILE}.partial.keras",
-        BUNDLE_FILE: directory / f".{BUNDLE_FILE}.partial",
-        CARD_FILE: directory / f".{CARD_FILE}.partial",
-    }
+    staged = {MODEL_FILE: directory / f".{MODEL_FILE}.partial.keras"}
     inference_copy(keras_model).save(staged[MODEL_FILE])
+    _publish(directory, {**staged, **_staged_texts(directory, spec, card)})
+    return directory
+
+
+def rewrite_card(directory: Path, spec: BundleSpec, card: ModelCard) -> None:
+    """Rewrite a bundle's manifest and card (after scoring it, say) the same careful way."""
+    _publish(directory, _staged_texts(directory, spec, card))
+
+
+def _staged_texts(directory: Path, spec: BundleSpec, card: ModelCard) -> dict[str, Path]:
     manifest = {**spec.to_json(), "extra": {**spec.extra, "metrics": card.metrics}}
-    staged[BUNDLE_FILE].write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    staged[CARD_FILE].write_text(card.to_markdown(spec), encoding="utf-8")
+    texts = {
+        BUNDLE_FILE: json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+        CARD_FILE: card.to_markdown(spec),
+    }
+    staged = {}
+    for name, text in texts.items():
+        staged[name] = directory / f".{name}.partial"
+        staged[name].write_text(text, encoding="utf-8")
+    return staged
+
+
+def _publish(directory: Path, staged: dict[str, Path]) -> None:
     for final, temporary in staged.items():
         temporary.replace(directory / final)
-    return directory

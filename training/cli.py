@@ -391,6 +391,13 @@ def eval_command(
         typer.echo(format_report(report))
 
 
+# Commands that write a bundle without training can score it on the spot.
+_ScoreOn = Annotated[
+    Path | None,
+    typer.Option(help="Aligned validation faces: score the bundle into its card and manifest."),
+]
+
+
 def ensemble_command(
     output_dir: Annotated[Path, typer.Argument(help="Folder for the ensemble bundle.")],
     model: Annotated[
@@ -398,10 +405,7 @@ def ensemble_command(
         typer.Option("--model", help="Member: model name or bundle directory (two or more)."),
     ],
     name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet-ensemble",
-    val_dir: Annotated[
-        Path | None,
-        typer.Option(help="Aligned validation faces: score the ensemble into its model card."),
-    ] = None,
+    val_dir: _ScoreOn = None,
 ) -> None:
     """Average several models into one bundle (one model call per batch in the bot)."""
     from training.bundle import ModelCard
@@ -434,10 +438,7 @@ def views_command(
         float | None,
         typer.Option(help="Box share the bot adds per side around a face; default: the source's."),
     ] = None,
-    val_dir: Annotated[
-        Path | None,
-        typer.Option(help="Aligned validation faces: score the new bundle into its model card."),
-    ] = None,
+    val_dir: _ScoreOn = None,
 ) -> None:
     """Re-wrap a trained bundle with other test-time views or framing (no training)."""
     from training.bundle import ModelCard
@@ -458,26 +459,15 @@ def views_command(
 
 def _score_into_card(bundle: Path, val_dir: Path, card: Any) -> None:
     """Evaluate `bundle` on aligned faces and rewrite its card and manifest with the metrics."""
-    from ml.models import BUNDLE_FILE, resolve_model
-    from training.bundle import CARD_FILE
+    from ml.models import resolve_model
+    from training.bundle import rewrite_card
     from training.evaluate import evaluate
 
     result = evaluate(val_dir, [bundle], aligned=True).results[0].to_json()
     card.metrics = {key: result[key] for key in ("n", "accuracy", "macro_f1", "per_class")}
     card.metrics["ms_per_face"] = result["ms_per_face"]
     card.split = f"scored on {val_dir} (aligned faces)"
-    spec, _ = resolve_model(bundle)
-    manifest = json.loads((bundle / BUNDLE_FILE).read_text(encoding="utf-8"))
-    manifest.setdefault("extra", {})["metrics"] = card.metrics
-    _replace_text(bundle / BUNDLE_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    _replace_text(bundle / CARD_FILE, card.to_markdown(spec))
-
-
-def _replace_text(path: Path, text: str) -> None:
-    """Write through a temporary file: an interrupted write never leaves half a file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    rewrite_card(bundle, resolve_model(bundle)[0], card)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

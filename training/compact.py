@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 from keras import layers
 
-from ml.layers import FlipAverage
+from ml.layers import FlipAverage  # also registers it, so saved serving models load
 from training.bundle import inference_copy
 
 # Keras' default (0.99) lets the inference-time statistics lag far behind fast-changing
@@ -61,6 +63,29 @@ def compact_cnn(
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(classes, activation="softmax", name="emotion")(x)
     return keras.Model(inputs, outputs, name="moodnet")
+
+
+def classifier_from(model_file: Path) -> keras.Model:
+    """The classifier inside a serving model that `with_flip_averaging` built and saved."""
+    serving = keras.models.load_model(model_file, compile=False)
+    try:
+        return serving.get_layer("flip_average").classifier
+    except ValueError:
+        raise ValueError(
+            f"{model_file}: not a compact model from `moodbot train` (no flip_average layer)"
+        ) from None
+
+
+def description(classifier: keras.Model, zoom_out: float = 0.0) -> str:
+    """The bundle description of a compact classifier served with these test-time views."""
+    side = classifier.input_shape[1]
+    views = "the face and its mirror image"
+    if zoom_out:
+        views += f", and both shrunk by {zoom_out:.2%} of the side per edge"
+    return (
+        f"Compact residual CNN ({classifier.count_params():,} parameters) trained from scratch "
+        f"on {side}x{side} greyscale faces; outputs averaged over {views}."
+    )
 
 
 def with_flip_averaging(classifier: keras.Model, zoom_out: float = 0.0) -> keras.Model:

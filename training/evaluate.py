@@ -22,7 +22,7 @@ from ml.decode import DecodeLimits, decode_image
 from ml.engine import EngineConfig
 from ml.errors import MLError
 from ml.faces import Face, FaceDetector, crop_face
-from ml.models import DEFAULT_MODEL, BundleSpec, EmotionModel, load_emotion_model
+from ml.models import DEFAULT_MODEL, EmotionModel, load_emotion_model
 from training.aihub import canonical_label, class_images
 from training.metrics import classification_report
 
@@ -131,8 +131,12 @@ def evaluate(
     with bar:
         for chunk in _chunks(list(enumerate(items)), batch_size):
             found = _found_faces(chunk, detector, report)
+            framed: dict[float, list[_Crop]] = {}  # models that frame alike share crops
             for s in scores:
-                _predict(s, found, tta_flip)
+                margin = s.model.spec.crop_margin
+                if margin not in framed:
+                    framed[margin] = _framed(found, margin)
+                _predict(s, framed[margin], tta_flip)
             bar.update(len(chunk))
     report.results = [_result(s, dataset) for s in scores]
     if len(scores) > 1:
@@ -153,6 +157,9 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 # (item, class, image, its largest face: None when aligned or when no face was found)
 _Found = tuple[int, str, np.ndarray | None, Face | None]
+# (item, class, the face crop, or None when no face was found)
+_Crop = tuple[int, str, np.ndarray | None]
+_LEVEL_FACES = EngineConfig().level_faces
 
 
 def _found_faces(
@@ -183,19 +190,21 @@ def _found_faces(
     return found
 
 
-def _cropped(pixels: np.ndarray | None, face: Face | None, spec: BundleSpec) -> np.ndarray | None:
-    if pixels is None or face is None:
-        return pixels
-    return crop_face(pixels, face, margin=spec.crop_margin, level=EngineConfig().level_faces)
-
-
-def _predict(s: _Scores, found: list[_Found], tta_flip: bool) -> None:
-    """Run one model on the faces of the classes it knows, timing only the model."""
-    mine = [
-        (index, label, _cropped(pixels, face, s.model.spec))
+def _framed(found: list[_Found], margin: float) -> list[_Crop]:
+    """Each found face cropped with `margin`; aligned images are the face already."""
+    return [
+        (
+            index,
+            label,
+            pixels if face is None else crop_face(pixels, face, margin=margin, level=_LEVEL_FACES),
+        )
         for index, label, pixels, face in found
-        if label in s.classes
     ]
+
+
+def _predict(s: _Scores, crops: list[_Crop], tta_flip: bool) -> None:
+    """Run one model on the faces of the classes it knows, timing only the model."""
+    mine = [(index, label, crop) for index, label, crop in crops if label in s.classes]
     faces = [crop for _, _, crop in mine if crop is not None]
     rows = iter(_timed_predict(s, faces, tta_flip) if faces else ())
     for index, label, crop in mine:

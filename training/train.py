@@ -178,7 +178,7 @@ def train_compact(
     """Train, select on validation loss, and write the bundle to out_dir/bundle."""
     import keras
 
-    from training.compact import compact_cnn
+    from training.compact import classifier_from, compact_cnn
 
     recipe = recipe or CompactRecipe()
     keras.utils.set_random_seed(recipe.seed)
@@ -187,7 +187,7 @@ def train_compact(
     weights = class_weights(train.labels, len(FER_LABELS), recipe.class_weight_power)
     train_ds, val_ds = _datasets(train, val, recipe, weights)
     model = (
-        _classifier_from_bundle(init_from)
+        classifier_from(init_from / MODEL_FILE)
         if init_from
         else compact_cnn(
             recipe.input_size,
@@ -221,15 +221,6 @@ def _load(train_dir: Path, val_dir: Path | None, recipe: CompactRecipe):
     if val_dir is None:
         return split_validation(data, recipe.val_fraction, recipe.seed)
     return data, load_faces(val_dir, FER_LABELS, size=recipe.input_size)
-
-
-def _classifier_from_bundle(bundle: Path):
-    import keras
-
-    import ml.layers  # noqa: F401  (registers FlipAverage for loading)
-
-    serving = keras.models.load_model(bundle / MODEL_FILE, compile=False)
-    return serving.get_layer("flip_average").classifier
 
 
 def _best_of(model, snapshots, train: FaceArrays, val: FaceArrays):
@@ -269,6 +260,8 @@ def _evaluate(serving, val: FaceArrays) -> dict[str, Any]:
 
 
 def _write(serving, out_dir, recipe, metrics, train_dir, val_dir, weights) -> Path:
+    from training.compact import description
+
     spec = BundleSpec(
         name=recipe.name,
         labels=FER_LABELS,
@@ -277,11 +270,7 @@ def _write(serving, out_dir, recipe, metrics, train_dir, val_dir, weights) -> Pa
         normalization="zero_to_one",
         model_file=MODEL_FILE,
         crop_margin=recipe.crop_margin,
-        description=(
-            f"Compact residual CNN ({metrics['params']:,} parameters) trained from scratch on "
-            f"{recipe.input_size}x{recipe.input_size} greyscale faces; outputs averaged over "
-            "the face and its mirror image."
-        ),
+        description=description(serving.get_layer("flip_average").classifier),
     )
     card = ModelCard(
         data=f"train: {train_dir}" + (f"; validation: {val_dir}" if val_dir else ""),

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ml.models import resolve_model
 from training.bundle import CARD_FILE, ModelCard, write_bundle
-from training.compact import with_flip_averaging
 
 
 def rewrap_views(
@@ -21,26 +20,13 @@ def rewrap_views(
     """Write `source`'s classifier into `output_dir`, averaged over flips and `zoom_out` views.
 
     `crop_margin` replaces the source's framing of photo faces (BundleSpec.crop_margin).
-
     The source card travels along under the new card's notes: the training it documents is
     still what the new bundle's weights are.
     """
-    import keras
-
-    import ml.layers  # noqa: F401  (registers FlipAverage for loading)
+    from training.compact import classifier_from, description, with_flip_averaging
 
     spec, weights = resolve_model(source)
-    serving = keras.models.load_model(weights, compile=False)
-    try:
-        classifier = serving.get_layer("flip_average").classifier
-    except ValueError:
-        raise ValueError(
-            f"{weights}: not a compact model from `moodbot train` (no flip_average layer)"
-        ) from None
-    views = "the face and its mirror image"
-    if zoom_out:
-        views += f", and both shrunk by {zoom_out:.2%} of the side per edge"
-    network = spec.description.split("; outputs averaged over")[0]
+    classifier = classifier_from(weights)
     source_card = weights.parent / CARD_FILE
     quoted = source_card.read_text(encoding="utf-8") if source_card.exists() else ""
     card.notes = "\n\n".join(
@@ -51,7 +37,7 @@ def rewrap_views(
         with_flip_averaging(classifier, zoom_out=zoom_out),
         replace(
             spec,
-            description=f"{network}; outputs averaged over {views}.",
+            description=description(classifier, zoom_out),
             crop_margin=spec.crop_margin if crop_margin is None else crop_margin,
         ),
         card,
