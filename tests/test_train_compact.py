@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ml.models import FER_LABELS, load_emotion_model
-from training.data import FaceArrays, load_faces
-from training.train import CompactRecipe, class_weights, split_validation, train_compact
+from training.data import FaceArrays, class_weights, load_faces
+from training.train import CompactRecipe, split_validation, train_compact
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,9 @@ def test_class_weights_temper_rare_classes() -> None:
     assert tempered[1] / tempered[0] == pytest.approx(3.0)
     mean = (90 * tempered[0] + 10 * tempered[1]) / 100
     assert mean == pytest.approx(1.0)
+    # The VGG-Face recipe's default: fully balanced, no class left out.
+    assert class_weights(np.array([0, 0, 0, 1]), 2) == {0: pytest.approx(2 / 3), 1: 2.0}
+    assert class_weights(np.array([0, 0, 2]), 3)[1] == 0.0
 
 
 def test_split_is_stratified_and_disjoint() -> None:

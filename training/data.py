@@ -63,3 +63,15 @@ def load_faces(
     if skipped:
         log.warning("Skipped %d unreadable images under %s", len(skipped), root)
     return FaceArrays(images[:kept], labels[:kept], tuple(label_names), skipped)
+
+
+def class_weights(labels: np.ndarray, classes: int, power: float = 1.0) -> dict[int, float]:
+    """Inverse-frequency weights raised to `power`, normalised to a mean of 1 per sample.
+
+    power 1 weighs every class the same in the loss; 0 is no weighting; in between tempers
+    the rare classes' weight.
+    """
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    weights = np.where(counts > 0, (counts.sum() / (classes * np.maximum(counts, 1))) ** power, 0)
+    weights *= counts.sum() / float((weights * counts).sum())
+    return {i: float(w) for i, w in enumerate(weights)}

@@ -13,7 +13,7 @@ import numpy as np
 from ml.models import FER_LABELS, BundleSpec
 from training.averaging import averaged_model, weight_collector
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
-from training.data import FaceArrays, load_faces
+from training.data import FaceArrays, class_weights, load_faces
 from training.metrics import classification_report, plot_curves
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ class CompactRecipe:
             raise ValueError(f"average_epochs must be within 0..epochs, got {self.average_epochs}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be within (0, 0.5), got {self.val_fraction}")
-
-
-def class_weights(labels: np.ndarray, classes: int, power: float) -> dict[int, float]:
-    """Inverse-frequency weights raised to `power`, normalised to a mean of 1 per sample."""
-    counts = np.bincount(labels, minlength=classes).astype(np.float64)
-    weights = np.where(counts > 0, (counts.sum() / (classes * np.maximum(counts, 1))) ** power, 0)
-    weights *= counts.sum() / float((weights * counts).sum())
-    return {i: float(w) for i, w in enumerate(weights)}
 
 
 def split_validation(data: FaceArrays, fraction: float, seed: int) -> tuple[FaceArrays, FaceArrays]:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ml.models import BundleSpec, preprocess_faces
 from training.aihub import class_images
 from training.bundle import MODEL_FILE, ModelCard, inference_copy, write_bundle
+from training.data import class_weights
 from training.metrics import classification_report, plot_curves
 from training.vggface import ARCHITECTURES, MIN_INPUT_SIDE, build_vggface
 from training.weights import cached_weight_file
@@ -245,12 +246,6 @@ def load_batch(spec: BundleSpec, files: list[Path], flips: np.ndarray | None = N
 
 def _one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     return np.eye(classes, dtype=np.float32)[labels]
-
-
-def class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
-    """Balanced weights: n / (classes * count), so every class weighs the same in the loss."""
-    counts = np.bincount(labels, minlength=classes)
-    return {i: float(len(labels) / (classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
 # --- frozen backbone: features once, then the head ----------------------------------------------
