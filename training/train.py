@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,8 @@ def train_compact(
         validation_data=val_ds,
         epochs=recipe.epochs,
         shuffle=False,  # the dataset reshuffles itself every epoch
-        verbose=2,
+        # A live progress bar at a terminal; one line per epoch in a log file.
+        verbose=1 if sys.stdout.isatty() else 2,
         callbacks=[*_callbacks(out_dir, recipe), collector],
     )
     serving, metrics = _best_of(model, collector.snapshots, train, val)
