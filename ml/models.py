@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ml.errors import ModelLoadError
+from ml.faces import CROP_MARGIN
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ class BundleSpec:
     model_file: str
     description: str = ""
     # How much of the detector's box to add on each side so a photo's face is framed like the
-    # training faces. FER2013's faces fill ~98% of MTCNN's box on them (median, 339 val faces).
-    crop_margin: float = 0.2
+    # training faces (ml.faces.CROP_MARGIN says why the default is what it is).
+    crop_margin: float = CROP_MARGIN
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ml.faces import CROP_MARGIN
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 app = typer.Typer(
@@ -101,7 +103,7 @@ def preprocess_command(
     ] = ColorChoice.rgb,
     margin: Annotated[
         float, typer.Option(envvar="MOODBOT_CROP_MARGIN", help="Face size added per side.")
-    ] = 0.2,
+    ] = CROP_MARGIN,
     level: Annotated[
         bool, typer.Option(envvar="MOODBOT_CROP_LEVEL", help="Rotate so the eyes are level.")
     ] = True,
@@ -304,7 +306,7 @@ def train_command(
     ] = 0,
     crop_margin: Annotated[
         float, typer.Option(help="Box share the bot adds per side to frame faces like these.")
-    ] = 0.2,
+    ] = CROP_MARGIN,
     seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
     init_from: Annotated[
         Path | None, typer.Option(help="Continue from this bundle's weights.")

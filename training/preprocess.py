@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ml.decode import DecodedImage, DecodeLimits, decode_image
 from ml.errors import ImageTooLarge, MLError
-from ml.faces import FaceDetector, crop_face
+from ml.faces import CROP_MARGIN, FaceDetector, crop_face
 from training.aihub import DatasetError, Problem, Sample, scan_dataset
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class CropSettings:
 
     size: int = 224
     color: Color = "rgb"
-    margin: float = 0.2
+    margin: float = CROP_MARGIN
     level: bool = True
     image_format: ImageFormat = "png"
     detect_max_side: int = 640

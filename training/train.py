@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.faces import CROP_MARGIN
 from ml.models import FER_LABELS, BundleSpec
 from training.averaging import averaged_model, weight_collector
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
@@ -43,7 +44,7 @@ class CompactRecipe:
     # Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
     average_epochs: int = 0
     # Written into the bundle: how the bot frames photo faces for this model (BundleSpec).
-    crop_margin: float = 0.2
+    crop_margin: float = CROP_MARGIN
     val_fraction: float = 0.1
     seed: int = 1337
     name: str = "moodnet"
