@@ -169,7 +169,7 @@ def _found_faces(
 ) -> list[_Found]:
     """The decoded images and their faces; unreadable files are left out.
 
-    Each model crops the faces itself (`_predict`): models frame faces differently.
+    Cropping waits for `_framed`: models frame faces differently (BundleSpec.crop_margin).
     """
     found = []
     for index, (path, label) in chunk:
