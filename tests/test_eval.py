@@ -111,6 +111,23 @@ def test_models_side_by_side_and_their_ensemble_over_shared_labels(
         assert image.width > image.height > 100
 
 
+def test_bundles_with_the_same_model_name_are_labelled_by_their_paths(
+    dataset: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    twin_bundle = colour_model(
+        twin / models[0].name, ("angry", "happy", "sad"), {"angry": 0, "happy": 1, "sad": 2}
+    )
+    report = evaluate(dataset, [models[0], twin_bundle, models[1]], aligned=True, progress=False)
+    assert [r.model for r in report.results] == [
+        str(models[0]),
+        str(twin_bundle),
+        models[1].name,
+        "ensemble",
+    ]
+
+
 def test_the_full_pipeline_counts_a_photo_without_a_face_as_a_miss(
     tmp_path: Path, models: tuple[Path, Path], astronaut: np.ndarray, no_face_png: bytes, engine
 ) -> None:

@@ -117,6 +117,7 @@ def evaluate(
     if not dataset:
         raise EvalError(f"{dataset_dir} has no class folders with images.")
     scores = [_scores_for(name, dataset) for name in models]
+    _name_apart(scores, models)
     wanted = set().union(*(s.classes for s in scores))
     items = [(path, label) for label, paths in dataset.items() if label in wanted for path in paths]
     report = EvalReport(results=[], dataset={k: len(v) for k, v in dataset.items()})
@@ -148,6 +149,18 @@ def _scores_for(name: str | Path, dataset: dict[str, list[Path]]) -> _Scores:
     model = load_emotion_model(name)
     labels = tuple(canonical_label(label) for label in model.labels)
     return _Scores(model, model.spec.name, labels, set(dataset) & set(labels))
+
+
+def _name_apart(scores: list[_Scores], given: Sequence[str | Path]) -> None:
+    """Results of bundles that share a model name are labelled by what was given instead.
+
+    Successive training runs all write a bundle called "moodnet"; side by side they must
+    still be told apart.
+    """
+    names = [s.name for s in scores]
+    for s, argument in zip(scores, given, strict=True):
+        if names.count(s.name) > 1:
+            s.name = str(argument)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
