@@ -23,22 +23,23 @@ def _faces(n: int = 6, side: int = 48) -> np.ndarray:
 
 def test_erasing_changes_one_rectangle_per_chosen_face() -> None:
     faces = _faces()
-    erased = np.asarray(augment.random_erasing(faces, 1.0))
+    erased = augment.random_erasing(faces, 1.0, np.random.default_rng(1))
     for before, after in zip(faces, erased, strict=True):
         rows, cols = np.nonzero((before != after)[..., 0])
         assert rows.size > 0
         # Exactly the cells of one axis-aligned rectangle changed.
         assert rows.size == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
         assert 0.01 * 48 * 48 <= rows.size <= 0.25 * 48 * 48
-    np.testing.assert_array_equal(np.asarray(augment.random_erasing(faces, 0.0)), faces)
+    untouched = augment.random_erasing(faces, 0.0, np.random.default_rng(1))
+    np.testing.assert_array_equal(untouched, faces)
 
 
 def test_mixup_blends_images_labels_and_weights_alike() -> None:
     faces = _faces(4)
     labels = np.eye(7, dtype="float32")[[0, 1, 2, 3]]
     weights = np.array([1.0, 2.0, 3.0, 4.0], "float32")
-    images, mixed_labels, mixed_weights = (
-        np.asarray(t) for t in augment.mixup(faces, labels, weights, 0.4)
+    images, mixed_labels, mixed_weights = augment.mixup(
+        faces, labels, weights, 0.4, np.random.default_rng(2)
     )
     share = mixed_labels.max(axis=1)  # the example's own label keeps the larger share
     assert np.all(share >= 0.5) and np.allclose(mixed_labels.sum(axis=1), 1.0)

@@ -87,41 +87,23 @@ def split_validation(data: FaceArrays, fraction: float, seed: int) -> tuple[Face
 
 
 def _datasets(train: FaceArrays, val: FaceArrays, recipe: CompactRecipe, weights: dict[int, float]):
-    import tensorflow as tf
+    from training.batches import AugmentedBatches
 
-    from training import augment
-
-    classes = len(train.label_names)
-    jitter = augment.geometric_jitter(recipe.seed)
-    sample_weight = np.array([weights[int(y)] for y in train.labels], dtype=np.float32)
-
-    def scale(x):
-        return tf.cast(x, tf.float32) / 255.0
-
-    def augmented(x, y, w):
-        x = tf.clip_by_value(jitter(scale(x), training=True), 0, 1)
-        if recipe.erasing:
-            x = augment.random_erasing(x, recipe.erasing)
-        if recipe.mixup_alpha:
-            return augment.mixup(x, y, w, recipe.mixup_alpha)
-        return x, y, w
-
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices(
-            (train.images, tf.one_hot(train.labels, classes), sample_weight)
-        )
-        .shuffle(len(train.labels), seed=recipe.seed, reshuffle_each_iteration=True)
-        .batch(recipe.batch_size)
-        .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
+    train_batches = AugmentedBatches(
+        train.images,
+        train.labels,
+        np.array([weights[int(y)] for y in train.labels], dtype=np.float32),
+        classes=len(train.label_names),
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        erasing=recipe.erasing,
+        mixup_alpha=recipe.mixup_alpha,
     )
-    val_ds = (
-        tf.data.Dataset.from_tensor_slices((val.images, tf.one_hot(val.labels, classes)))
-        .batch(256)
-        .map(lambda x, y: (scale(x), y))
-        .cache()
+    val_data = (
+        val.images.astype(np.float32) / 255.0,
+        np.eye(len(val.label_names), dtype=np.float32)[val.labels],
     )
-    return train_ds, val_ds
+    return train_batches, val_data
 
 
 def _compile(model, recipe: CompactRecipe, steps_per_epoch: int) -> None:
@@ -179,7 +161,7 @@ def train_compact(
     train, val = _load(train_dir, val_dir, recipe)
     log.info("Training on %s, validating on %s", train.counts(), val.counts())
     weights = class_weights(train.labels, len(FER_LABELS), recipe.class_weight_power)
-    train_ds, val_ds = _datasets(train, val, recipe, weights)
+    train_batches, val_data = _datasets(train, val, recipe, weights)
     model = (
         classifier_from(init_from / MODEL_FILE)
         if init_from
@@ -195,10 +177,11 @@ def train_compact(
     out_dir.mkdir(parents=True, exist_ok=True)
     collector = weight_collector(recipe.average_epochs, recipe.epochs)
     history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+        train_batches,
+        validation_data=val_data,
+        validation_batch_size=256,
         epochs=recipe.epochs,
-        shuffle=False,  # the dataset reshuffles itself every epoch
+        shuffle=False,  # the batches reshuffle themselves every epoch
         # A live progress bar at a terminal; one line per epoch in a log file.
         verbose=1 if sys.stdout.isatty() else 2,
         callbacks=[*_callbacks(out_dir, recipe), collector],
