@@ -2,7 +2,7 @@
 
 Every function takes a batch of float32 images scaled to 0..1, shaped (N, H, W, C), and a
 numpy random generator. Plain numpy keeps the input pipeline independent of the Keras backend,
-so one trainer runs on TensorFlow here and on JAX or PyTorch on a GPU machine; a batch of 64
+so one trainer runs on TensorFlow here and on JAX on a GPU machine; a batch of 64
 faces costs 7-10 ms, next to 0.25-0.7 s for a width-32 training step on a 2-core CPU.
 """
 
