@@ -2,7 +2,8 @@
 # On the GPU machine (JAX, no TensorFlow): train compact models side by side, within a time budget.
 # bash scripts/gpu/train.sh BUDGET_S "NAME:WIDTH:EPOCHS:MORE moodbot train OPTIONS" ...
 # Needs .gpu/ (scripts/gpu/pack.py, plus Keras, namex and optree wheels in .gpu/whl); results go
-# to $OUT as tar parts of at most 15 MB.
+# to $OUT as tar parts of at most 15 MB. Size the epochs to end ~1 min before the budget: weight
+# averaging and writing the bundle come after the last epoch, and a run killed there leaves nothing.
 set -u
 start=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
