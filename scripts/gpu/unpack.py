@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]  # FER_LABELS
+from ml.models import FER_LABELS
 
 
 def unpack(source: Path, target: Path) -> None:
     arrays = np.load(io.BytesIO(lzma.decompress(source.read_bytes())))
     images, labels = arrays["x"], arrays["y"]
-    for name in LABELS:
+    for name in FER_LABELS:
         (target / name).mkdir(parents=True, exist_ok=True)
 
     def save(i: int) -> None:
-        Image.fromarray(images[i, ..., 0]).save(target / LABELS[labels[i]] / f"{i:05d}.png")
+        Image.fromarray(images[i, ..., 0]).save(target / FER_LABELS[labels[i]] / f"{i:05d}.png")
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(save, range(len(images))))
-    print(target, len(images), np.bincount(labels, minlength=len(LABELS)).tolist(), flush=True)
+    print(target, len(images), np.bincount(labels, minlength=len(FER_LABELS)).tolist(), flush=True)
 
 
 if __name__ == "__main__":
