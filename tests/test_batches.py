@@ -40,7 +40,8 @@ def _batches(**options) -> AugmentedBatches:
     images = rng.integers(0, 256, (50, 48, 48, 1), dtype=np.uint8)
     labels = np.arange(50) % 7
     weights = 1.0 + labels / 10
-    return AugmentedBatches(images, labels, weights, classes=7, batch_size=16, seed=9, **options)
+    targets = np.eye(7, dtype=np.float32)[labels]
+    return AugmentedBatches(images, targets, weights, batch_size=16, seed=9, **options)
 
 
 def test_each_epoch_serves_every_example_once_in_a_new_order() -> None:

@@ -11,7 +11,10 @@ from training import augment
 
 
 class AugmentedBatches(keras.utils.PyDataset):
-    """Batches of (faces 0..1, one-hot labels, sample weights), freshly augmented each epoch.
+    """Batches of (faces 0..1, target rows, sample weights), freshly augmented each epoch.
+
+    Targets are one row of class probabilities per face: one-hot labels, or labels blended
+    with teachers' answers when distilling.
 
     Each batch draws from its own generator seeded by (seed, epoch, batch), so a run is
     reproducible however many threads prepare the batches.
@@ -20,10 +23,9 @@ class AugmentedBatches(keras.utils.PyDataset):
     def __init__(
         self,
         images: np.ndarray,
-        labels: np.ndarray,
+        targets: np.ndarray,
         sample_weight: np.ndarray,
         *,
-        classes: int,
         batch_size: int,
         seed: int,
         erasing: float = 0.0,
@@ -33,7 +35,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         # where a second would only take time from the training step.
         super().__init__(workers=max(1, min(8, (os.cpu_count() or 1) // 2)))
         self.images = images
-        self.targets = np.eye(classes, dtype=np.float32)[labels]
+        self.targets = targets.astype(np.float32)
         self.sample_weight = sample_weight.astype(np.float32)
         self.batch_size = batch_size
         self.seed = seed

@@ -311,6 +311,13 @@ def train_command(
     init_from: Annotated[
         Path | None, typer.Option(help="Continue from this bundle's weights.")
     ] = None,
+    teacher: Annotated[
+        list[str] | None,
+        typer.Option(help="Distil from this bundle (name or folder); repeat for an ensemble."),
+    ] = None,
+    distill_weight: Annotated[
+        float, typer.Option(help="Share of the teachers' answers in the targets.")
+    ] = 0.5,
     name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet",
 ) -> None:
     """Train the compact CNN from scratch (the CPU-friendly default model) into a bundle."""
@@ -330,6 +337,8 @@ def train_command(
             mixup_alpha=mixup,
             erasing=erasing,
             average_epochs=average_epochs,
+            teachers=tuple(teacher or ()),
+            distill_weight=distill_weight,
             crop_margin=crop_margin,
             seed=seed,
             name=name,

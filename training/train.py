@@ -43,6 +43,10 @@ class CompactRecipe:
     erasing: float = 0.0
     # Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
     average_epochs: int = 0
+    # Distillation: bundles whose mean answers on the training faces become part of the
+    # targets, with this share (training/distill.py); no teachers = plain labels.
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.5
     # Written into the bundle: how the bot frames photo faces for this model (BundleSpec).
     crop_margin: float = CROP_MARGIN
     val_fraction: float = 0.1
@@ -65,6 +69,8 @@ class CompactRecipe:
             )
         if not 0 <= self.average_epochs <= self.epochs:
             raise ValueError(f"average_epochs must be within 0..epochs, got {self.average_epochs}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be within 0..1, got {self.distill_weight}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be within (0, 0.5), got {self.val_fraction}")
 
@@ -86,14 +92,26 @@ def split_validation(data: FaceArrays, fraction: float, seed: int) -> tuple[Face
     return part(~is_val), part(is_val)
 
 
+def _targets(train: FaceArrays, recipe: CompactRecipe) -> np.ndarray:
+    """One-hot labels, blended with the teachers' answers when the recipe names teachers."""
+    from training.distill import blended_targets, teacher_probabilities
+
+    one_hot = np.eye(len(train.label_names), dtype=np.float32)[train.labels]
+    if not recipe.teachers:
+        return one_hot
+    teacher = teacher_probabilities(recipe.teachers, train.images, train.label_names)
+    agreement = float((teacher.argmax(axis=1) == train.labels).mean())
+    log.info("Teachers agree with %.1f%% of the training labels", 100 * agreement)
+    return blended_targets(one_hot, teacher, recipe.distill_weight)
+
+
 def _datasets(train: FaceArrays, val: FaceArrays, recipe: CompactRecipe, weights: dict[int, float]):
     from training.batches import AugmentedBatches
 
     train_batches = AugmentedBatches(
         train.images,
-        train.labels,
+        _targets(train, recipe),
         np.array([weights[int(y)] for y in train.labels], dtype=np.float32),
-        classes=len(train.label_names),
         batch_size=recipe.batch_size,
         seed=recipe.seed,
         erasing=recipe.erasing,
@@ -155,8 +173,10 @@ def train_compact(
     import keras
 
     from training.compact import classifier_from, compact_cnn
+    from training.distill import check_teachers
 
     recipe = recipe or CompactRecipe()
+    check_teachers(recipe.teachers, FER_LABELS)
     keras.utils.set_random_seed(recipe.seed)
     train, val = _load(train_dir, val_dir, recipe)
     log.info("Training on %s, validating on %s", train.counts(), val.counts())
