@@ -27,7 +27,7 @@ def _views(*args: str):
 
 
 def test_flips_only_rewrap_predicts_like_the_source(tmp_path: Path, face_crops: list) -> None:
-    result = _views("ml/bundles/moodnet", str(tmp_path / "same"), "--zoom-out", "0")
+    result = _views("ml/bundles/moodnet", str(tmp_path / "same"))  # flips only by default
     assert result.exit_code == 0, result.output
     source, copy = load_emotion_model("ml/bundles/moodnet"), load_emotion_model(tmp_path / "same")
     np.testing.assert_allclose(copy.predict(face_crops), source.predict(face_crops), atol=1e-6)
@@ -37,7 +37,9 @@ def test_zoomed_views_are_scored_into_card_and_manifest(
     tmp_path: Path, face_crops: list, tiny_fer: Path
 ) -> None:
     out = tmp_path / "zoomed"
-    result = _views("ml/bundles/moodnet", str(out), "--val-dir", str(tiny_fer))
+    result = _views(
+        "ml/bundles/moodnet", str(out), "--zoom-out", "0.0625", "--val-dir", str(tiny_fer)
+    )
     assert result.exit_code == 0, result.output
 
     model = load_emotion_model(out)

@@ -443,8 +443,11 @@ def views_command(
     output_dir: Annotated[Path, typer.Argument(help="Folder for the new bundle.")],
     zoom_out: Annotated[
         float,
-        typer.Option(help="Also average the face shrunk by this share of the side; 0: flips only."),
-    ] = 0.0625,
+        typer.Option(
+            help="Also average the face shrunk by this share of the side (twice the work); "
+            "0: flips only."
+        ),
+    ] = 0.0,
     crop_margin: Annotated[
         float | None,
         typer.Option(help="Box share the bot adds per side around a face; default: the source's."),
