@@ -75,6 +75,24 @@ def test_average_of_snapshots_with_remeasured_batch_norm() -> None:
         averaged_model(model, [], images)
 
 
+def test_batch_norm_is_remeasured_on_a_fixed_sample(monkeypatch) -> None:
+    from training import averaging
+
+    model = compact_cnn(48, 7, width=4)
+    snapshots = [[np.array(w) for w in model.get_weights()]]
+    images = (np.random.default_rng(1).uniform(0, 255, (40, 48, 48, 1))).astype(np.uint8)
+
+    def stem_mean() -> np.ndarray:
+        averaged = averaged_model(model, snapshots, images, batch_size=64)
+        return averaged.get_layer("stem_a_bn").moving_mean.numpy()
+
+    everything = stem_mean()
+    monkeypatch.setattr(averaging, "BN_SAMPLE", 8)
+    sampled = stem_mean()
+    np.testing.assert_array_equal(sampled, stem_mean())  # the same faces every time
+    assert not np.allclose(sampled, everything, rtol=1e-4, atol=1e-6)
+
+
 def test_a_regularised_run_reports_its_weight_average(tiny_fer: Path, tmp_path: Path) -> None:
     recipe = CompactRecipe(
         epochs=2,

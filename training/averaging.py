@@ -13,6 +13,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# Faces used to re-measure batch-norm statistics. Means and variances of a few thousand faces
+# are as good as those of all 28,709 FER2013 faces (the standard error of a mean shrinks as
+# 1/sqrt(n)), and a full pass cost ~5 minutes of a width-56 run on the 2-core CPU.
+BN_SAMPLE = 8192
+
 
 def weight_collector(last_epochs: int, total_epochs: int):
     """A callback that keeps each of the last `last_epochs` epochs' weights."""
@@ -33,7 +38,8 @@ def weight_collector(last_epochs: int, total_epochs: int):
 def averaged_model(model, snapshots: list[list[np.ndarray]], images: np.ndarray, batch_size=256):
     """A copy of `model` with the mean of `snapshots`, its BN statistics re-measured on `images`.
 
-    `images` are uint8 (N, H, W, C), scaled here to 0..1 like the training inputs.
+    `images` are uint8 (N, H, W, C), scaled here to 0..1 like the training inputs; at most
+    BN_SAMPLE of them, drawn at random with a fixed seed, are used.
     """
     import keras
 
@@ -42,6 +48,8 @@ def averaged_model(model, snapshots: list[list[np.ndarray]], images: np.ndarray,
     average = [np.mean(layer, axis=0) for layer in zip(*snapshots, strict=True)]
     clone = keras.models.clone_model(model)
     clone.set_weights(average)
+    if len(images) > BN_SAMPLE:
+        images = images[np.sort(np.random.default_rng(0).choice(len(images), BN_SAMPLE, False))]
     _remeasure_batch_norm(clone, images, batch_size)
     log.info("Averaged the weights of %d epochs", len(snapshots))
     return clone
