@@ -213,6 +213,13 @@ def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
         from ml.serving import load_served_model
 
         return load_served_model(spec, weights)
+    return EmotionModel(spec, load_keras_model(spec, weights))
+
+
+def load_keras_model(spec: BundleSpec, weights: Path) -> Any:
+    """A bundle's Keras model, on whichever backend Keras runs (training needs no TensorFlow)."""
+    if weights.is_dir():
+        raise ModelLoadError(f"{weights} is an exported SavedModel, not a Keras model file.")
     if not weights.is_file():
         raise ModelLoadError(f"Model file {weights} does not exist.")
     import keras
@@ -230,4 +237,4 @@ def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
             f"but its bundle declares {expected}."
         )
     log.info("Loaded emotion model %s from %s", spec.name, weights)
-    return EmotionModel(spec, keras_model)
+    return keras_model

@@ -40,24 +40,31 @@ def teacher_probabilities(
 
     Columns follow `labels`; every teacher must know all of them (check_teachers).
     """
-    from ml.models import load_emotion_model
+    from ml.models import load_keras_model, resolve_model
 
     if not teachers:
         raise ValueError("distillation needs at least one teacher bundle")
     check_teachers(teachers, labels)
     total = np.zeros((len(faces), len(labels)), dtype=np.float64)
     for teacher in teachers:
-        model = load_emotion_model(teacher)
-        columns = [model.labels.index(label) for label in labels]
-        total += _predict_all(model, faces, f"teacher {teacher}")[:, columns]
+        spec, weights = resolve_model(teacher)
+        model = load_keras_model(spec, weights)
+        columns = [spec.labels.index(label) for label in labels]
+        total += _predict_all(spec, model, faces, f"teacher {teacher}")[:, columns]
     return (total / len(teachers)).astype(np.float32)
 
 
-def _predict_all(model, faces: np.ndarray, description: str) -> np.ndarray:
+def _predict_all(spec, model, faces: np.ndarray, description: str) -> np.ndarray:
+    """The model's answers to `faces`, preprocessed as the bot would, a batch at a time.
+
+    A whole dataset at VGG-Face's 224x224x3 would not fit in memory at once.
+    """
+    from ml.models import preprocess_faces
+
     # Bundles take RGB crops as the bot hands them over; grey faces become grey RGB.
     rgb = np.repeat(faces, 3, axis=-1) if faces.shape[-1] == 1 else faces
     rows = [
-        model.predict(list(rgb[start : start + BATCH]))
+        model.predict(preprocess_faces(spec, list(rgb[start : start + BATCH])), verbose=0)
         for start in tqdm(range(0, len(rgb), BATCH), desc=description, unit="batch", leave=False)
     ]
     return np.concatenate(rows)
