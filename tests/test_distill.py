@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,8 @@ def test_cli_refuses_a_missing_teacher_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_distilled_run_records_its_teachers(tiny_fer: Path, tmp_path: Path) -> None:
+def test_a_distilled_run_records_its_teachers(tiny_fer: Path, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="training.train")
     recipe = CompactRecipe(
         epochs=1,
         batch_size=8,
@@ -73,6 +76,7 @@ def test_a_distilled_run_records_its_teachers(tiny_fer: Path, tmp_path: Path) ->
         distill_weight=0.7,
     )
     train_compact(tiny_fer, tmp_path / "run", recipe=recipe)
+    assert re.search(r"Teachers agree with \d+\.\d% of the training labels", caplog.text)
     card = (tmp_path / "run" / "bundle" / "MODEL_CARD.md").read_text()
     settings = json.loads(card.split("## Training settings")[1].split("```json")[1].split("```")[0])
     assert settings["teachers"] == ["moodnet"] and settings["distill_weight"] == 0.7

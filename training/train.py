@@ -100,8 +100,14 @@ def _targets(train: FaceArrays, recipe: CompactRecipe) -> np.ndarray:
     if not recipe.teachers:
         return one_hot
     teacher = teacher_probabilities(recipe.teachers, train.images, train.label_names)
+    # Teachers that learnt these very faces by heart leave little to distil: say how soft.
     agreement = float((teacher.argmax(axis=1) == train.labels).mean())
-    log.info("Teachers agree with %.1f%% of the training labels", 100 * agreement)
+    on_label = float(teacher[np.arange(len(teacher)), train.labels].mean())
+    log.info(
+        "Teachers agree with %.1f%% of the training labels, %.2f mean probability on the label",
+        100 * agreement,
+        on_label,
+    )
     return blended_targets(one_hot, teacher, recipe.distill_weight)
 
 
