@@ -103,6 +103,18 @@ def write_file(tmp_path: Path):
     return write
 
 
+@pytest.fixture
+def tiny_recipe():
+    """Make CompactRecipes small enough to train on tiny_fer in seconds, with `changes`."""
+    from training.train import CompactRecipe
+
+    def make(**changes):
+        small = {"epochs": 1, "batch_size": 8, "width": 8, "warmup_epochs": 0, "patience": 1}
+        return CompactRecipe(**{**small, **changes})
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def tiny_fer(tmp_path_factory) -> Path:
     """Seven class folders of small grey faces-to-be (noise with a class-specific brightness)."""

@@ -15,7 +15,7 @@ from bot.cli import app
 from ml.errors import ModelLoadError
 from ml.models import FER_LABELS, load_emotion_model
 from training.distill import blended_targets, check_teachers, teacher_probabilities
-from training.train import CompactRecipe, train_compact
+from training.train import train_compact
 
 
 def _faces(n: int = 6) -> np.ndarray:
@@ -64,17 +64,11 @@ def test_cli_refuses_a_missing_teacher_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_distilled_run_records_its_teachers(tiny_fer: Path, tmp_path: Path, caplog) -> None:
+def test_a_distilled_run_records_its_teachers(
+    tiny_fer: Path, tiny_recipe, tmp_path: Path, caplog
+) -> None:
     caplog.set_level(logging.INFO, logger="training.train")
-    recipe = CompactRecipe(
-        epochs=1,
-        batch_size=8,
-        width=8,
-        warmup_epochs=0,
-        patience=1,
-        teachers=("moodnet",),
-        distill_weight=0.7,
-    )
+    recipe = tiny_recipe(teachers=("moodnet",), distill_weight=0.7)
     train_compact(tiny_fer, tmp_path / "run", recipe=recipe)
     assert re.search(r"Teachers agree with \d+\.\d% of the training labels", caplog.text)
     card = (tmp_path / "run" / "bundle" / "MODEL_CARD.md").read_text()

@@ -42,9 +42,8 @@ def test_split_is_stratified_and_disjoint() -> None:
     assert not set(train.images.ravel()) & set(val.images.ravel())
 
 
-def test_one_epoch_makes_a_loadable_bundle(tiny_fer: Path, tmp_path: Path) -> None:
-    recipe = CompactRecipe(epochs=1, batch_size=8, width=8, warmup_epochs=0, patience=1)
-    metrics = train_compact(tiny_fer, tmp_path / "run", recipe=recipe)
+def test_one_epoch_makes_a_loadable_bundle(tiny_fer: Path, tiny_recipe, tmp_path: Path) -> None:
+    metrics = train_compact(tiny_fer, tmp_path / "run", recipe=tiny_recipe())
     bundle = tmp_path / "run" / "bundle"
     assert sorted(p.name for p in bundle.iterdir()) == [
         "MODEL_CARD.md",

@@ -93,17 +93,10 @@ def test_batch_norm_is_remeasured_on_a_fixed_sample(monkeypatch) -> None:
     assert not np.allclose(sampled, everything, rtol=1e-4, atol=1e-6)
 
 
-def test_a_regularised_run_reports_its_weight_average(tiny_fer: Path, tmp_path: Path) -> None:
-    recipe = CompactRecipe(
-        epochs=2,
-        batch_size=8,
-        width=8,
-        warmup_epochs=0,
-        patience=2,
-        mixup_alpha=0.2,
-        erasing=0.5,
-        average_epochs=2,
-    )
+def test_a_regularised_run_reports_its_weight_average(
+    tiny_fer: Path, tiny_recipe, tmp_path: Path
+) -> None:
+    recipe = tiny_recipe(epochs=2, patience=2, mixup_alpha=0.2, erasing=0.5, average_epochs=2)
     metrics = train_compact(tiny_fer, tmp_path / "run", recipe=recipe)
     summary = metrics["weight_averaging"]
     assert summary["epochs_averaged"] == 2
