@@ -1,9 +1,10 @@
 """Knowledge distillation: train one compact model towards the averaged answers of several.
 
 An ensemble of our compact models scores about a point higher on FER2013 val than any one of
-them, but costs a forward pass per member. Distillation (Hinton et al., 2015) moves most of
+them, but costs a forward pass per member. Distillation (Hinton et al., 2015) can move much of
 that gain into a single network: its targets blend the true label with the ensemble's
-probabilities, which also say how ambiguous a face is ("fear, or maybe surprise").
+probabilities, which also say how ambiguous a face is ("fear, or maybe surprise"). A short
+CPU fine-tune of our shipped model this way gained nothing (docs/TRAINING.md, "Distillation").
 
 The teachers run once over the unaugmented training faces, before training. Running them on
 every augmented batch would cost several times the student's own training step; the jitter
