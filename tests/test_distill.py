@@ -63,6 +63,14 @@ def test_cli_refuses_a_missing_teacher_naming_it(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_refuses_a_distill_weight_without_teachers(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["train", str(tmp_path), str(tmp_path / "run"), "--distill-weight", "0.7"]
+    )
+    assert result.exit_code == 2
+    assert "--distill-weight needs at least one --teacher" in result.output
+
+
 @pytest.mark.slow
 def test_a_distilled_run_records_its_teachers(
     tiny_fer: Path, tiny_recipe, tmp_path: Path, caplog

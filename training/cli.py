@@ -316,8 +316,9 @@ def train_command(
         typer.Option(help="Distil from this bundle (name or folder); repeat for an ensemble."),
     ] = None,
     distill_weight: Annotated[
-        float, typer.Option(help="Share of the teachers' answers in the targets.")
-    ] = 0.5,
+        float | None,
+        typer.Option(help="Share of the teachers' answers in the targets (default 0.5)."),
+    ] = None,
     name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet",
 ) -> None:
     """Train the compact CNN from scratch (the CPU-friendly default model) into a bundle."""
@@ -325,6 +326,8 @@ def train_command(
 
     _logging()
     with _reported("train"):
+        if distill_weight is not None and not teacher:
+            raise ValueError("--distill-weight needs at least one --teacher")
         recipe = CompactRecipe(
             input_size=input_size,
             width=width,
@@ -338,7 +341,9 @@ def train_command(
             erasing=erasing,
             average_epochs=average_epochs,
             teachers=tuple(teacher or ()),
-            distill_weight=distill_weight,
+            distill_weight=(
+                CompactRecipe.distill_weight if distill_weight is None else distill_weight
+            ),
             crop_margin=crop_margin,
             seed=seed,
             name=name,
