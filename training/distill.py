@@ -28,10 +28,15 @@ def check_teachers(teachers: Sequence[str | Path], labels: Sequence[str]) -> Non
     from ml.models import resolve_model
 
     for teacher in teachers:
-        spec, _ = resolve_model(teacher)
-        missing = [label for label in labels if label not in spec.labels]
-        if missing:
-            raise ValueError(f"teacher {teacher} does not know the classes {', '.join(missing)}")
+        _columns(teacher, resolve_model(teacher)[0], labels)
+
+
+def _columns(teacher: str | Path, spec, labels: Sequence[str]) -> list[int]:
+    """Where each of `labels` sits in the teacher's output; a label it lacks is refused."""
+    missing = [label for label in labels if label not in spec.labels]
+    if missing:
+        raise ValueError(f"teacher {teacher} does not know the classes {', '.join(missing)}")
+    return [spec.labels.index(label) for label in labels]
 
 
 def teacher_probabilities(
@@ -39,18 +44,17 @@ def teacher_probabilities(
 ) -> np.ndarray:
     """The teachers' mean class probabilities for uint8 `faces` (N, H, W, 1 or 3).
 
-    Columns follow `labels`; every teacher must know all of them (check_teachers).
+    Columns follow `labels`; every teacher must know all of them.
     """
     from ml.models import load_keras_model, resolve_model
 
     if not teachers:
         raise ValueError("distillation needs at least one teacher bundle")
-    check_teachers(teachers, labels)
     total = np.zeros((len(faces), len(labels)), dtype=np.float64)
     for teacher in teachers:
         spec, weights = resolve_model(teacher)
+        columns = _columns(teacher, spec, labels)
         model = load_keras_model(spec, weights)
-        columns = [spec.labels.index(label) for label in labels]
         total += _predict_all(spec, model, faces, f"teacher {teacher}")[:, columns]
     return (total / len(teachers)).astype(np.float32)
 
