@@ -313,11 +313,18 @@ def train_command(
     ] = None,
     teacher: Annotated[
         list[str] | None,
-        typer.Option(help="Distil from this bundle (name or folder); repeat for an ensemble."),
+        typer.Option(
+            help="Distil from this bundle (name or folder) or answers file (`teach`); "
+            "repeat for an ensemble."
+        ),
     ] = None,
     distill_weight: Annotated[
         float | None,
         typer.Option(help="Share of the teachers' answers in the targets (default 0.5)."),
+    ] = None,
+    distill_temperature: Annotated[
+        float | None,
+        typer.Option(help="Soften the teachers' answers by this temperature (default 1)."),
     ] = None,
     name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet",
 ) -> None:
@@ -326,8 +333,8 @@ def train_command(
 
     _logging()
     with _reported("train"):
-        if distill_weight is not None and not teacher:
-            raise ValueError("--distill-weight needs at least one --teacher")
+        if (distill_weight is not None or distill_temperature is not None) and not teacher:
+            raise ValueError("--distill-weight and --distill-temperature need a --teacher")
         recipe = CompactRecipe(
             input_size=input_size,
             width=width,
@@ -344,6 +351,11 @@ def train_command(
             distill_weight=(
                 CompactRecipe.distill_weight if distill_weight is None else distill_weight
             ),
+            distill_temperature=(
+                CompactRecipe.distill_temperature
+                if distill_temperature is None
+                else distill_temperature
+            ),
             crop_margin=crop_margin,
             seed=seed,
             name=name,
@@ -354,6 +366,33 @@ def train_command(
     typer.echo(
         f"Wrote {output_dir / 'bundle'}: validation accuracy {metrics['accuracy']:.4f}, "
         f"macro-F1 {metrics['macro_f1']:.4f} (flip-averaged)."
+    )
+
+
+def teach_command(
+    data_dir: Annotated[Path, typer.Argument(help="The training faces, one folder per class.")],
+    output: Annotated[Path, typer.Argument(help="Answers file to write (.npz).")],
+    teacher: Annotated[
+        list[str],
+        typer.Option(help="Teacher bundle (name or folder); repeat for an ensemble."),
+    ],
+    input_size: Annotated[int, typer.Option(help="Side the student will load faces at.")] = 48,
+) -> None:
+    """Save teachers' mean answers on training faces, for `train --teacher FILE`."""
+    from ml.models import FER_LABELS
+    from training.data import load_faces
+    from training.distill import check_teachers, save_answers, teacher_probabilities
+
+    _logging()
+    with _reported("teach"):
+        check_teachers(teacher, FER_LABELS)
+        faces = load_faces(data_dir, FER_LABELS, size=input_size)
+        answers = teacher_probabilities(teacher, faces.images, FER_LABELS)
+        save_answers(output, answers, FER_LABELS, faces.images)
+    agreement = float((answers.argmax(axis=1) == faces.labels).mean())
+    typer.echo(
+        f"Wrote {output}: {len(answers)} faces, the teachers agree with "
+        f"{100 * agreement:.1f}% of the labels."
     )
 
 
@@ -492,6 +531,7 @@ def _score_into_card(bundle: Path, val_dir: Path, card: Any) -> None:
 COMMANDS: dict[str, Callable[..., None]] = {
     "preprocess": preprocess_command,
     "train": train_command,
+    "teach": teach_command,
     "download-weights": download_weights_command,
     "train-vggface": train_vggface_command,
     "eval": eval_command,

@@ -10,10 +10,17 @@ The teachers run once over the unaugmented training faces, before training. Runn
 every augmented batch would cost several times the student's own training step; the jitter
 we apply is mild enough (a few degrees, a tenth of the side) for the clean face's answer to
 stay a good target.
+
+Those answers can also be saved once (`moodbot teach`) and given to `train` as a teacher in
+their own right: a GPU machine reached through a small transfer then needs the answers file
+(0.4 MB for FER2013's 28,709 faces), not the teachers' bundles. The file carries a
+fingerprint of the faces it answered, so it is refused for any other data or order.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +28,15 @@ import numpy as np
 from tqdm import tqdm
 
 BATCH = 256
+ANSWERS_SUFFIX = ".npz"
+
+
+class AnswersError(ValueError):
+    """A saved answers file that is unreadable or belongs to other faces."""
+
+
+def is_answers_file(teacher: str | Path) -> bool:
+    return str(teacher).endswith(ANSWERS_SUFFIX)
 
 
 def check_teachers(teachers: Sequence[str | Path], labels: Sequence[str]) -> None:
@@ -28,15 +44,66 @@ def check_teachers(teachers: Sequence[str | Path], labels: Sequence[str]) -> Non
     from ml.models import resolve_model
 
     for teacher in teachers:
-        _columns(teacher, resolve_model(teacher)[0], labels)
+        if is_answers_file(teacher):
+            _columns(teacher, _answers(teacher)[0], labels)
+        else:
+            _columns(teacher, resolve_model(teacher)[0].labels, labels)
 
 
-def _columns(teacher: str | Path, spec, labels: Sequence[str]) -> list[int]:
+def _columns(teacher: str | Path, known: Sequence[str], labels: Sequence[str]) -> list[int]:
     """Where each of `labels` sits in the teacher's output; a label it lacks is refused."""
-    missing = [label for label in labels if label not in spec.labels]
+    missing = [label for label in labels if label not in known]
     if missing:
         raise ValueError(f"teacher {teacher} does not know the classes {', '.join(missing)}")
-    return [spec.labels.index(label) for label in labels]
+    return [list(known).index(label) for label in labels]
+
+
+def fingerprint(faces: np.ndarray) -> str:
+    """Identifies the faces, their order and size: answers only fit the faces they were for."""
+    digest = hashlib.sha256(str(faces.shape).encode())
+    digest.update(np.ascontiguousarray(faces).tobytes())
+    return digest.hexdigest()
+
+
+def save_answers(path: Path, probabilities: np.ndarray, labels: Sequence[str], faces) -> None:
+    """Write the teachers' answers for `faces` (all or nothing: a temporary file, renamed)."""
+    if not str(path).endswith(ANSWERS_SUFFIX):
+        raise AnswersError(f"{path}: an answers file must end in {ANSWERS_SUFFIX}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        np.savez_compressed(
+            handle,
+            probabilities=probabilities.astype(np.float16),
+            labels=np.array(labels),
+            fingerprint=np.array(fingerprint(faces)),
+        )
+    os.replace(partial, path)
+
+
+def _answers(path: str | Path) -> tuple[list[str], np.ndarray, str]:
+    """Labels, probabilities and faces fingerprint of an answers file."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return (
+                [str(label) for label in saved["labels"]],
+                saved["probabilities"].astype(np.float32),
+                str(saved["fingerprint"]),
+            )
+    except FileNotFoundError as exc:
+        raise AnswersError(f"teacher answers {path}: no such file") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise AnswersError(f"teacher answers {path}: not an answers file ({exc})") from exc
+
+
+def saved_answers(path: str | Path, faces: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """The answers saved in `path`, columns following `labels`; refused for other faces."""
+    known, probabilities, faces_id = _answers(path)
+    if faces_id != fingerprint(faces):
+        raise AnswersError(
+            f"teacher answers {path} were computed for other faces (other data, order or size)"
+        )
+    return probabilities[:, _columns(path, known, labels)]
 
 
 def teacher_probabilities(
@@ -46,17 +113,24 @@ def teacher_probabilities(
 
     Columns follow `labels`; every teacher must know all of them.
     """
-    from ml.models import load_keras_model, resolve_model
-
     if not teachers:
         raise ValueError("distillation needs at least one teacher bundle")
     total = np.zeros((len(faces), len(labels)), dtype=np.float64)
     for teacher in teachers:
-        spec, weights = resolve_model(teacher)
-        columns = _columns(teacher, spec, labels)
-        model = load_keras_model(spec, weights)
-        total += _predict_all(spec, model, faces, f"teacher {teacher}")[:, columns]
+        if is_answers_file(teacher):
+            total += saved_answers(teacher, faces, labels)
+        else:
+            total += _bundle_answers(teacher, faces, labels)
     return (total / len(teachers)).astype(np.float32)
+
+
+def _bundle_answers(teacher: str | Path, faces: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    from ml.models import load_keras_model, resolve_model
+
+    spec, weights = resolve_model(teacher)
+    columns = _columns(teacher, spec.labels, labels)
+    model = load_keras_model(spec, weights)
+    return _predict_all(spec, model, faces, f"teacher {teacher}")[:, columns]
 
 
 def _predict_all(spec, model, faces: np.ndarray, description: str) -> np.ndarray:
@@ -75,10 +149,21 @@ def _predict_all(spec, model, faces: np.ndarray, description: str) -> np.ndarray
     return np.concatenate(rows)
 
 
-def blended_targets(one_hot: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
-    """(1 - weight) x the true label + weight x the teachers' probabilities."""
+def blended_targets(
+    one_hot: np.ndarray, teacher: np.ndarray, weight: float, temperature: float = 1.0
+) -> np.ndarray:
+    """(1 - weight) x the true label + weight x the teachers' probabilities.
+
+    A temperature above 1 softens the teachers' answers (their logits divided by it), which
+    brings out their second choices when they are sure of the first, as teachers are on
+    faces they trained on.
+    """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"distillation weight must be within 0..1, got {weight}")
+    if temperature <= 0:
+        raise ValueError(f"distillation temperature must be > 0, got {temperature}")
     if one_hot.shape != teacher.shape:
         raise ValueError(f"targets {one_hot.shape} and teacher {teacher.shape} do not match")
-    return ((1.0 - weight) * one_hot + weight * teacher).astype(np.float32)
+    softened = np.power(np.clip(teacher, 1e-8, 1.0), 1.0 / temperature)
+    softened /= softened.sum(axis=1, keepdims=True)
+    return ((1.0 - weight) * one_hot + weight * softened).astype(np.float32)

@@ -43,10 +43,12 @@ class CompactRecipe:
     erasing: float = 0.0
     # Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
     average_epochs: int = 0
-    # Distillation: bundles whose mean answers on the training faces become part of the
-    # targets, with this share (training/distill.py); no teachers = plain labels.
+    # Distillation: bundles (or their saved answers) whose mean answers on the training faces
+    # become part of the targets, with this share and softening (training/distill.py); no
+    # teachers = plain labels.
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.5
+    distill_temperature: float = 1.0
     # Written into the bundle: how the bot frames photo faces for this model (BundleSpec).
     crop_margin: float = CROP_MARGIN
     val_fraction: float = 0.1
@@ -71,6 +73,8 @@ class CompactRecipe:
             raise ValueError(f"average_epochs must be within 0..epochs, got {self.average_epochs}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must be within 0..1, got {self.distill_weight}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be within (0, 0.5), got {self.val_fraction}")
 
@@ -108,7 +112,7 @@ def _targets(train: FaceArrays, recipe: CompactRecipe) -> np.ndarray:
         100 * agreement,
         on_label,
     )
-    return blended_targets(one_hot, teacher, recipe.distill_weight)
+    return blended_targets(one_hot, teacher, recipe.distill_weight, recipe.distill_temperature)
 
 
 def _datasets(train: FaceArrays, val: FaceArrays, recipe: CompactRecipe, weights: dict[int, float]):
