@@ -76,7 +76,7 @@ def test_saved_answers_are_refused_for_other_faces(tmp_path: Path) -> None:
     with pytest.raises(AnswersError, match="no such file"):
         check_teachers([tmp_path / "missing.npz"], FER_LABELS)
     (tmp_path / "junk.npz").write_text("not numpy")
-    with pytest.raises(AnswersError, match="junk.npz: not an answers file"):
+    with pytest.raises(AnswersError, match=r"junk\.npz: not an answers file"):
         check_teachers([tmp_path / "junk.npz"], FER_LABELS)
     with pytest.raises(AnswersError, match=r"must end in \.npz"):
         save_answers(tmp_path / "answers.txt", np.full((6, 7), 1 / 7), FER_LABELS, faces)
