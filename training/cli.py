@@ -374,7 +374,9 @@ def teach_command(
     output: Annotated[Path, typer.Argument(help="Answers file to write (.npz).")],
     teacher: Annotated[
         list[str],
-        typer.Option(help="Teacher bundle (name or folder); repeat for an ensemble."),
+        typer.Option(
+            help="Teacher bundle (name or folder) or answers file; repeat for an ensemble."
+        ),
     ],
     input_size: Annotated[int, typer.Option(help="Side the student will load faces at.")] = 48,
 ) -> None:

@@ -13,7 +13,7 @@ stay a good target.
 
 Those answers can also be saved once (`moodbot teach`) and given to `train` as a teacher in
 their own right: a GPU machine reached through a small transfer then needs the answers file
-(0.4 MB for FER2013's 28,709 faces), not the teachers' bundles. The file carries a
+(0.35 MB for FER2013's 28,709 faces), not the teachers' bundles. The file carries a
 fingerprint of the faces it answered, so it is refused for any other data or order.
 """
 
@@ -71,14 +71,17 @@ def save_answers(path: Path, probabilities: np.ndarray, labels: Sequence[str], f
         raise AnswersError(f"{path}: an answers file must end in {ANSWERS_SUFFIX}")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        np.savez_compressed(
-            handle,
-            probabilities=probabilities.astype(np.float16),
-            labels=np.array(labels),
-            fingerprint=np.array(fingerprint(faces)),
-        )
-    os.replace(partial, path)
+    try:
+        with partial.open("wb") as handle:
+            np.savez_compressed(
+                handle,
+                probabilities=probabilities.astype(np.float16),
+                labels=np.array(labels),
+                fingerprint=np.array(fingerprint(faces)),
+            )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _answers(path: str | Path) -> tuple[list[str], np.ndarray, str]:

@@ -3,7 +3,8 @@
 # bash scripts/gpu/train.sh BUDGET_S "NAME:WIDTH:EPOCHS:MORE moodbot train OPTIONS" ...
 # Needs .gpu/ (scripts/gpu/pack.py, plus Keras, namex and optree wheels in .gpu/whl); results go
 # to $OUT as tar parts of at most 15 MB. Size the epochs to end ~1 min before the budget: weight
-# averaging and writing the bundle come after the last epoch, and a run killed there leaves nothing.
+# averaging and writing the bundle come after the last epoch, and a run killed there leaves nothing
+# (two of three 80-epoch runs were lost that way at 5.5-6.5 s an epoch: budget 7 s an epoch for three).
 set -u
 start=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
