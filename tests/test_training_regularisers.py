@@ -112,3 +112,20 @@ def test_regularisers_are_validated() -> None:
         CompactRecipe(erasing=1.5)
     with pytest.raises(ValueError, match=r"average_epochs must be within 0\.\.epochs"):
         CompactRecipe(epochs=3, average_epochs=4)
+    with pytest.raises(ValueError, match="time_limit_minutes must be > 0"):
+        CompactRecipe(time_limit_minutes=0)
+
+
+def test_a_time_limit_stops_early_and_still_writes_the_bundle(
+    tiny_fer: Path, tiny_recipe, tmp_path: Path, caplog
+) -> None:
+    # Any epoch takes longer than a microsecond: the limit ends the run after its first.
+    recipe = tiny_recipe(epochs=3, patience=3, average_epochs=2, time_limit_minutes=1e-8)
+    metrics = train_compact(tiny_fer, tmp_path / "run", recipe=recipe)
+    assert metrics["epochs_run"] == 1
+    assert "Stopping after epoch 1: another would end past the 1e-08-minute time limit" in (
+        caplog.text
+    )
+    # The averaging epochs (2 and 3) never ran: the best checkpoint is what ships.
+    assert metrics["selected"] == "best validation loss" and "weight_averaging" not in metrics
+    assert (tmp_path / "run" / "bundle" / "model.keras").is_file()

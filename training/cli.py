@@ -326,6 +326,13 @@ def train_command(
         float | None,
         typer.Option(help="Soften the teachers' answers by this temperature (default 1)."),
     ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Minutes of training epochs: stop before one would end later (loading, "
+            "averaging and writing come on top); the bundle is still written."
+        ),
+    ] = None,
     name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet",
 ) -> None:
     """Train the compact CNN from scratch (the CPU-friendly default model) into a bundle."""
@@ -356,6 +363,7 @@ def train_command(
                 if distill_temperature is None
                 else distill_temperature
             ),
+            time_limit_minutes=time_limit,
             crop_margin=crop_margin,
             seed=seed,
             name=name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class CompactRecipe:
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
+    # Stop before an epoch that would end past this many minutes, and still write the bundle
+    # (a shared or rented machine's deadline); None = run every epoch.
+    time_limit_minutes: float | None = None
     # Written into the bundle: how the bot frames photo faces for this model (BundleSpec).
     crop_margin: float = CROP_MARGIN
     val_fraction: float = 0.1
@@ -75,6 +79,8 @@ class CompactRecipe:
             raise ValueError(f"distill_weight must be within 0..1, got {self.distill_weight}")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
+            raise ValueError(f"time_limit_minutes must be > 0, got {self.time_limit_minutes}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be within (0, 0.5), got {self.val_fraction}")
 
@@ -168,7 +174,29 @@ def _callbacks(out_dir: Path, recipe: CompactRecipe) -> list:
             monitor="val_loss", patience=recipe.patience, restore_best_weights=True
         ),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=False),
+        *([_deadline(recipe.time_limit_minutes)] if recipe.time_limit_minutes else []),
     ]
+
+
+def _deadline(minutes: float):
+    """A callback that ends training when the next epoch, at the pace so far, would overrun."""
+    import keras
+
+    class _Deadline(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None) -> None:
+            self.start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            elapsed = time.monotonic() - self.start
+            if elapsed * (epoch + 2) / (epoch + 1) > minutes * 60:
+                log.warning(
+                    "Stopping after epoch %d: another would end past the %g-minute time limit",
+                    epoch + 1,
+                    minutes,
+                )
+                self.model.stop_training = True
+
+    return _Deadline()
 
 
 def train_compact(

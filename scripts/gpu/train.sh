@@ -5,6 +5,8 @@
 # to $OUT as tar parts of at most 15 MB. Size the epochs to end ~1 min before the budget: weight
 # averaging and writing the bundle come after the last epoch, and a run killed there leaves nothing
 # (two of three 80-epoch runs were lost that way at 5.5-6.5 s an epoch: budget 7 s an epoch for three).
+# Each run also gets --time-limit: it skips the epochs that would end within 2 minutes of the
+# budget and still writes its bundle (from a cosine schedule cut short, so size epochs anyway).
 set -u
 start=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
@@ -15,8 +17,9 @@ budget=$1; shift
 pids=()
 for spec in "$@"; do
   IFS=: read -r name width epochs extra <<< "$spec"
+  minutes=$(awk "BEGIN { print ($budget - ($(date +%s) - start) - 120) / 60 }")
   timeout $((budget - ($(date +%s) - start))) python3 -m training.cli train data/fer2013/train runs/$name \
-    --val-dir data/fer2013/val --width $width --epochs $epochs --patience $epochs --name moodnet $extra \
+    --val-dir data/fer2013/val --width $width --epochs $epochs --patience $epochs --name moodnet --time-limit $minutes $extra \
     > runs_$name.log 2>&1 &
   pids+=($!)
 done
