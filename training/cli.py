@@ -391,7 +391,12 @@ def teach_command(
     """Save teachers' mean answers on training faces, for `train --teacher FILE`."""
     from ml.models import FER_LABELS
     from training.data import load_faces
-    from training.distill import check_teachers, save_answers, teacher_probabilities
+    from training.distill import (
+        check_teachers,
+        label_agreement,
+        save_answers,
+        teacher_probabilities,
+    )
 
     _logging()
     with _reported("teach"):
@@ -399,10 +404,10 @@ def teach_command(
         faces = load_faces(data_dir, FER_LABELS, size=input_size)
         answers = teacher_probabilities(teacher, faces.images, FER_LABELS)
         save_answers(output, answers, FER_LABELS, faces.images)
-    agreement = float((answers.argmax(axis=1) == faces.labels).mean())
+    agreement, on_label = label_agreement(answers, faces.labels)
     typer.echo(
         f"Wrote {output}: {len(answers)} faces, the teachers agree with "
-        f"{100 * agreement:.1f}% of the labels."
+        f"{100 * agreement:.1f}% of the labels ({on_label:.2f} mean probability on the label)."
     )
 
 

@@ -67,7 +67,7 @@ def fingerprint(faces: np.ndarray) -> str:
 
 def save_answers(path: Path, probabilities: np.ndarray, labels: Sequence[str], faces) -> None:
     """Write the teachers' answers for `faces` (all or nothing: a temporary file, renamed)."""
-    if not str(path).endswith(ANSWERS_SUFFIX):
+    if not is_answers_file(path):
         raise AnswersError(f"{path}: an answers file must end in {ANSWERS_SUFFIX}")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -150,6 +150,17 @@ def _predict_all(spec, model, faces: np.ndarray, description: str) -> np.ndarray
         for start in tqdm(range(0, len(rgb), BATCH), desc=description, unit="batch", leave=False)
     ]
     return np.concatenate(rows)
+
+
+def label_agreement(teacher: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """How often the teachers' top answer is the label, and their mean probability on it.
+
+    Teachers that learnt these very faces by heart score high on both and leave little to
+    distil beyond the labels.
+    """
+    agreement = float((teacher.argmax(axis=1) == labels).mean())
+    on_label = float(teacher[np.arange(len(teacher)), labels].mean())
+    return agreement, on_label
 
 
 def blended_targets(

@@ -104,15 +104,13 @@ def split_validation(data: FaceArrays, fraction: float, seed: int) -> tuple[Face
 
 def _targets(train: FaceArrays, recipe: CompactRecipe) -> np.ndarray:
     """One-hot labels, blended with the teachers' answers when the recipe names teachers."""
-    from training.distill import blended_targets, teacher_probabilities
+    from training.distill import blended_targets, label_agreement, teacher_probabilities
 
     one_hot = np.eye(len(train.label_names), dtype=np.float32)[train.labels]
     if not recipe.teachers:
         return one_hot
     teacher = teacher_probabilities(recipe.teachers, train.images, train.label_names)
-    # Teachers that learnt these very faces by heart leave little to distil: say how soft.
-    agreement = float((teacher.argmax(axis=1) == train.labels).mean())
-    on_label = float(teacher[np.arange(len(teacher)), train.labels].mean())
+    agreement, on_label = label_agreement(teacher, train.labels)
     log.info(
         "Teachers agree with %.1f%% of the training labels, %.2f mean probability on the label",
         100 * agreement,
