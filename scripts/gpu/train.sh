@@ -17,8 +17,11 @@ budget=$1; shift
 pids=()
 for spec in "$@"; do
   IFS=: read -r name width epochs extra <<< "$spec"
-  minutes=$(awk "BEGIN { print ($budget - ($(date +%s) - start) - 120) / 60 }")
-  timeout $((budget - ($(date +%s) - start))) python3 -m training.cli train data/fer2013/train runs/$name \
+  left=$((budget - ($(date +%s) - start)))
+  # --time-limit must be positive: with under 3 minutes left a run could not train an epoch anyway.
+  if [ $left -lt 180 ]; then echo "skipping $name: ${left} s of the budget left"; continue; fi
+  minutes=$(awk "BEGIN { print ($left - 120) / 60 }")
+  timeout $left python3 -m training.cli train data/fer2013/train runs/$name \
     --val-dir data/fer2013/val --width $width --epochs $epochs --patience $epochs --name moodnet --time-limit $minutes $extra \
     > runs_$name.log 2>&1 &
   pids+=($!)
