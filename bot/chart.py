@@ -14,34 +14,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bot.history import MoodEntry
+from ml.labels import CHART_COLORS, CHART_ORDER
 
 logger = logging.getLogger(__name__)
 
-# Top to bottom: pleasant and energetic first, then low, then tense, then hostile.
-EMOTION_ORDER = (
-    "happy",
-    "surprise",
-    "neutral",
-    "calm",
-    "sad",
-    "hurt",
-    "anxious",
-    "fear",
-    "angry",
-    "disgust",
-)
-EMOTION_COLORS = {
-    "happy": "#f2b701",
-    "surprise": "#f28e2b",
-    "neutral": "#9da5ae",
-    "calm": "#59a89c",
-    "sad": "#4e79a7",
-    "hurt": "#b07aa1",
-    "anxious": "#9c755f",
-    "fear": "#6b4c9a",
-    "angry": "#e15759",
-    "disgust": "#7f9a3c",
-}
 # Unknown labels get these in order of appearance on the axis, so colours are stable.
 _SPARE_COLORS = ("#17becf", "#bcbd22", "#8c564b", "#e377c2", "#7f7f7f", "#1f77b4")
 
@@ -51,15 +27,15 @@ _TEXT_COLOR = "#333333"
 
 
 def _emotion_axis(entries: Sequence[MoodEntry]) -> list[str]:
-    """Return the emotions present, known ones in EMOTION_ORDER, unknown ones sorted after."""
+    """Return the emotions present, known ones in CHART_ORDER, unknown ones sorted after."""
     present = {entry.emotion for entry in entries}
-    known = [emotion for emotion in EMOTION_ORDER if emotion in present]
-    return known + sorted(present - set(EMOTION_ORDER))
+    known = [emotion for emotion in CHART_ORDER if emotion in present]
+    return known + sorted(present - set(CHART_ORDER))
 
 
 def _colors(labels: Sequence[str]) -> dict[str, str]:
     spare = iter(_SPARE_COLORS * (len(labels) // len(_SPARE_COLORS) + 1))
-    return {label: EMOTION_COLORS.get(label) or next(spare) for label in labels}
+    return {label: CHART_COLORS.get(label) or next(spare) for label in labels}
 
 
 def _marker_size(confidence: float) -> float:

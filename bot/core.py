@@ -22,9 +22,10 @@ from bot.chart import render_mood_chart
 from bot.history import AsyncHistory, HistoryUnavailable, MoodEntry
 from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
 from bot.ratelimit import RateLimiter
-from bot.texts import EMOJI, emotion_name, percent, say
+from bot.texts import emotion_name, percent, say
 from ml.engine import Analysis, EmotionEngine, FaceEmotion
 from ml.errors import EngineBusy, ImageTooLarge, MLError, UnreadableImage
+from ml.labels import EMOJI
 
 log = logging.getLogger(__name__)
 

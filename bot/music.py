@@ -19,23 +19,11 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyClientCredentials
 
-from ml.labels import ALIASES, KOREAN_NAMES
+from ml.labels import EMOTIONS, emotion_for
 
 logger = logging.getLogger(__name__)
 
 # --- Emotions and keywords -------------------------------------------------------------------
-
-EMOTIONS: tuple[str, ...] = (
-    "happy",
-    "sad",
-    "angry",
-    "anxious",
-    "hurt",
-    "neutral",
-    "fear",
-    "disgust",
-    "surprise",
-)
 
 # The first six rows are the seed's table ("exiting" fixed to "exciting"); "calm" is a music
 # mood only (used by the calm mode), never a detected emotion.
@@ -76,19 +64,15 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
         "surprise", "surprised", "amazed", "astonished", "shocked",
         "stunned", "startled", "astounded", "unexpected", "speechless",
     ),
+    "embarrassed": (
+        "embarrassed", "awkward", "flustered", "shy", "blushing",
+        "sheepish", "bashful", "self-conscious", "mortified", "timid",
+    ),
     "calm": (
         "calm", "peaceful", "relaxed", "serene", "soothing",
         "gentle", "tranquil", "mellow", "soft", "chill",
     ),
 }  # fmt: skip
-
-MUSIC_MOODS: tuple[str, ...] = (*EMOTIONS, "calm")
-
-_LOOKUP: dict[str, str] = {
-    **{name: name for name in EMOTIONS},
-    **{korean: name for name, korean in KOREAN_NAMES.items()},
-    **ALIASES,
-}
 
 
 class UnknownEmotion(ValueError):
@@ -97,10 +81,10 @@ class UnknownEmotion(ValueError):
 
 def normalize_emotion(name: str) -> str:
     """Return the canonical English emotion for an English, Korean or alias name."""
-    key = name.strip().lower() if isinstance(name, str) else None
-    if key is None or key not in _LOOKUP:
+    emotion = emotion_for(name)
+    if emotion is None:
         raise UnknownEmotion(f"{UnknownEmotion.__doc__}: {name!r} (known: {', '.join(EMOTIONS)})")
-    return _LOOKUP[key]
+    return emotion
 
 
 # --- Modes -----------------------------------------------------------------------------------
@@ -124,6 +108,7 @@ _MODE_MOODS: dict[str, dict[str, str]] = {
         "fear": "happy",
         "disgust": "happy",
         "surprise": "surprise",
+        "embarrassed": "happy",
     },
     "calm": dict.fromkeys(EMOTIONS, "calm"),
 }

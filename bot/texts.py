@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-from bot.music import KOREAN_NAMES
-
-EMOJI = {
-    "happy": "😄",
-    "sad": "😢",
-    "angry": "😠",
-    "anxious": "😟",
-    "hurt": "🤕",
-    "neutral": "😐",
-    "fear": "😨",
-    "disgust": "🤢",
-    "surprise": "😮",
-    "calm": "😌",
-}
-
-# "calm" is a music mood (the calm mode), not an emotion the model reads.
-MOOD_NAMES_KO = {**KOREAN_NAMES, "calm": "평온"}
+from ml.labels import MOOD_KOREAN_NAMES
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
@@ -263,7 +247,7 @@ def say(lang: str, key: str, **values: object) -> str:
 
 
 def emotion_name(lang: str, emotion: str) -> str:
-    return MOOD_NAMES_KO.get(emotion, emotion) if lang == "ko" else emotion
+    return MOOD_KOREAN_NAMES.get(emotion, emotion) if lang == "ko" else emotion
 
 
 def percent(p: float) -> str:

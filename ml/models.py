@@ -15,6 +15,7 @@ from PIL import Image
 
 from ml.errors import ModelLoadError
 from ml.faces import CROP_MARGIN
+from ml.labels import FER_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ class EmotionModel:
 
 
 # --- the registry -----------------------------------------------------------------------------
-
-FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 def _mini_xception() -> tuple[BundleSpec, Path]:

@@ -14,7 +14,6 @@ import requests
 from bot.music import (
     EMOTIONS,
     KEYWORDS,
-    KOREAN_NAMES,
     MODES,
     BadResponse,
     MusicRecommender,
@@ -32,6 +31,7 @@ from bot.music import (
     normalize_emotion,
     search_links,
 )
+from ml.labels import KOREAN_NAMES
 from tests.fakes.spotify import FakeSpotify, fake_spotify, playlist_item, track_item
 
 __all__ = ["fake_spotify"]  # the fixture, imported so pytest finds it
@@ -73,6 +73,7 @@ def test_emotions_and_korean_names():
         "fear",
         "disgust",
         "surprise",
+        "embarrassed",
     )
     assert KOREAN_NAMES == {
         "happy": "기쁨",
@@ -84,6 +85,7 @@ def test_emotions_and_korean_names():
         "fear": "공포",
         "disgust": "혐오",
         "surprise": "놀람",
+        "embarrassed": "당황",
     }
 
 
@@ -153,6 +155,7 @@ def test_lift_mode_brightens_negative_emotions():
         "fear": "happy",
         "disgust": "happy",
         "surprise": "surprise",
+        "embarrassed": "happy",
     }
 
 

@@ -1,8 +1,9 @@
 """Read a face-emotion dataset: the AIHub Korean layout, a folder per class, or labelled names.
 
 AIHub layout (as the original project used it): one folder per Korean emotion (기쁨 happy,
-슬픔 sad, 분노 angry, 불안 anxious, 상처 hurt, 중립 neutral) and beside them `<emotion>.json`, a
-list of records with `filename` and `faceExp_uploader`; the file names look like
+슬픔 sad, 분노 angry, 불안 anxious, 상처 hurt, 중립 neutral; the seven-emotion release adds 당황
+embarrassed) and beside them `<emotion>.json`, a list of records with `filename` and
+`faceExp_uploader`; the file names look like
 `<hash>_<gender>_<age>_<emotion>_<place>_<timestamp>.jpg`.
 """
 
@@ -20,11 +21,7 @@ from ml.labels import ALIASES, KOREAN_NAMES
 
 log = logging.getLogger(__name__)
 
-KOREAN_EMOTIONS = {
-    **{korean: label for label, korean in KOREAN_NAMES.items()},
-    # The seven-emotion AIHub release adds 당황, which no model here predicts.
-    "당황": "embarrassed",
-}
+KOREAN_EMOTIONS = {korean: label for label, korean in KOREAN_NAMES.items()}
 LABEL_ALIASES = ALIASES
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 _NAME_LABEL_FIELD = 3  # <hash>_<gender>_<age>_<emotion>_<place>_<timestamp>

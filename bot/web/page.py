@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.texts import EMOJI, LANGUAGES, MESSAGES, emotion_name
-from ml.labels import KOREAN_NAMES
+from bot.texts import LANGUAGES, MESSAGES, emotion_name
+from ml.labels import EMOJI, EMOTIONS
 
 # Only what the page itself shows; everything about moods and errors comes from bot/texts.py.
 PAGE_TEXTS: dict[str, dict[str, str]] = {
@@ -70,6 +70,6 @@ def page_texts(lang: str) -> dict[str, Any]:
     """Everything the page needs to speak `lang`: its labels, error sentences, mood names."""
     texts: dict[str, Any] = dict(PAGE_TEXTS[lang])
     texts.update({key: MESSAGES[lang][key] for key in _SHARED_KEYS})
-    texts["emotions"] = {name: emotion_name(lang, name) for name in KOREAN_NAMES}
+    texts["emotions"] = {name: emotion_name(lang, name) for name in EMOTIONS}
     texts["emoji"] = dict(EMOJI)
     return texts

@@ -19,12 +19,13 @@ from typing import Any
 from aiohttp import BodyPartReader, hdrs, web
 
 from bot.core import MoodService, Reply, Sender, Upload
-from bot.texts import EMOJI, LANGUAGES, emotion_name, say
+from bot.texts import LANGUAGES, emotion_name, say
 from bot.transports import StartupError, TransportStates
 from bot.web.health import check_health
 from bot.web.metrics import CONTENT_TYPE, Metrics
 from bot.web.page import negotiate_language, page_texts
 from ml.errors import ImageTooLarge
+from ml.labels import EMOJI
 
 log = logging.getLogger(__name__)
 
