@@ -37,6 +37,12 @@ def build_music(settings: Settings) -> MusicRecommender:
     return MusicRecommender(spotify, deadline_s=settings.music_deadline_s)
 
 
+def button_secret(settings: Settings) -> bytes | None:
+    """The key that signs correction buttons: MOODBOT_BUTTON_SECRET, else None (random)."""
+    secret = settings.button_secret
+    return secret.get_secret_value().encode() if secret else None
+
+
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
     """The core with its resources, loaded once; everything is closed on the way out."""
@@ -53,6 +59,7 @@ async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
                     group_window=timedelta(hours=settings.group_window_hours),
                     default_genre=settings.default_genre,
                     retention_days=settings.retention_days,
+                    button_secret=button_secret(settings),
                 )
         finally:
             music.close()

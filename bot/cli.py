@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -192,6 +193,33 @@ def export(
     except (ModelLoadError, OSError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"SavedModel written to {target}")
+
+
+@app.command()
+def stats(
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=0, help="Only analyses of the last N days (0: all time)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Analyses, "Not quite?" corrections and the predicted-vs-corrected matrix, from the DB."""
+    from bot.history import HistoryStore, HistoryUnavailable
+    from bot.stats import since_days, stats_json, stats_text
+
+    settings = _settings(MOODBOT_DB=db)
+    if not settings.db_path.exists():
+        raise _fail(f"no history database at {settings.db_path}")
+    try:
+        with HistoryStore(settings.db_path) as store:
+            result = store.correction_stats(since_days(days, datetime.now(UTC)))
+    except HistoryUnavailable as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(stats_json(result, days), ensure_ascii=False))
+    else:
+        typer.echo(stats_text(result, days))
 
 
 def _printer(as_json: bool, human: Any) -> Any:

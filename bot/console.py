@@ -54,7 +54,9 @@ class ConsoleChat:
             "/forget": lambda s, who, arg: s.forget(who),
             "/mode": lambda s, who, arg: s.set_mode(who, arg),
             "/genre": lambda s, who, arg: s.set_genre(who, arg),
+            "/fix": self._fix,
         }
+        self._last_ref: str | None = None  # the correction ref of the last analysis
 
     async def run(self, lines: TextIO, *, interactive: bool) -> None:
         """Chat until /quit or end of input."""
@@ -74,14 +76,29 @@ class ConsoleChat:
         name, _, arg = line.partition(" ")
         command = self._commands.get(name.lower())
         if command:
-            return await command(self.service, self.sender, arg.strip())
+            return self._remember(await command(self.service, self.sender, arg.strip()))
         path = _as_path(line)
         if line.startswith("/") and not path.exists() and " " not in line:
             return Reply(text=say(self.sender.language, "unknown_command"), error_code="unknown")
         image = self._read(path)
         if isinstance(image, Reply):
             return image
-        return await self.service.analyze_selfie(self.sender, image)
+        return self._remember(await self.service.analyze_selfie(self.sender, image))
+
+    def _remember(self, reply: Reply) -> Reply:
+        """Keep the last analysis's correction ref for /fix."""
+        if reply.correction is not None:
+            self._last_ref = reply.correction.ref
+        return reply
+
+    async def _fix(self, service: MoodService, who: Sender, arg: str) -> Reply:
+        """/fix EMOTION: correct the mood of the last analysis."""
+        lang = who.language
+        if self._last_ref is None:
+            return Reply(text=say(lang, "fix_nothing"), error_code="bad_argument")
+        if not arg:
+            return Reply(text=say(lang, "fix_usage"), error_code="bad_argument")
+        return await service.correct(who, self._last_ref, arg)
 
     async def _history(self, service: MoodService, who: Sender, arg: str) -> Reply:
         limit = int(arg) if arg.isdigit() and 0 < int(arg) <= 100 else 10

@@ -1,4 +1,5 @@
-"""The use cases every transport shares: analyse a selfie, history, group mix, forget, prefs.
+"""The use cases every transport shares: analyse a selfie, correct it, history, group mix, forget,
+preferences.
 
 Nothing here knows about Telegram, Discord or the console: transports build a `Sender`,
 call one method, and render the `Reply` they get back.
@@ -19,8 +20,17 @@ from typing import Any, Concatenate, ParamSpec, Protocol
 
 from bot import texts
 from bot.chart import render_mood_chart
+from bot.correction import MORE, CorrectionOffer, RefSigner
 from bot.history import AsyncHistory, HistoryUnavailable, MoodEntry
-from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
+from bot.music import (
+    EMOTIONS,
+    MODES,
+    MusicRecommender,
+    MusicSuggestion,
+    Recommendation,
+    UnknownEmotion,
+    normalize_emotion,
+)
 from bot.ratelimit import RateLimiter
 from bot.texts import emotion_name, percent, say
 from ml.engine import Analysis, EmotionEngine, FaceEmotion
@@ -33,6 +43,7 @@ MAX_GENRE_CHARS = 40
 HISTORY_COUNT_DAYS = 30
 DEFAULT_HISTORY = 10
 MAX_HISTORY = 50  # rows that still fit one chat message
+SUGGESTIONS = 3  # "Not quite?" offers the model's next most likely emotions, this many
 
 P = ParamSpec("P")
 
@@ -57,6 +68,8 @@ class Reply:
     error_code: str | None = None
     analysis: Analysis | None = None
     music: MusicSuggestion | None = None
+    # "Not quite?": the buttons a transport draws so the person can correct the mood.
+    correction: CorrectionOffer | None = None
 
     # True when a chat transport may stay silent: a repeated "slow down" during a flood.
     mute: bool = False
@@ -143,6 +156,10 @@ class PhotoObserver(Protocol):
         """`use` is "selfie" or "group_photo"; `seconds` is the time the core spent on it."""
         ...
 
+    def correction_done(self, who: Sender, predicted: str, corrected: str) -> None:
+        """Someone said the model's `predicted` emotion was really `corrected`."""
+        ...
+
 
 # Answers given before any work started: they say nothing about how long analyses take.
 REFUSALS = frozenset({"rate_limited", "closed"})
@@ -205,6 +222,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _known_emotion(choice: str) -> str | None:
+    """The canonical emotion a person picked (English, Korean or an alias), else None."""
+    if not isinstance(choice, str) or choice == MORE:
+        return None
+    try:
+        emotion = normalize_emotion(choice)
+    except UnknownEmotion:
+        return None
+    return emotion if emotion in EMOTIONS else None
+
+
 def _history_down(who: Sender, exc: HistoryUnavailable) -> Reply:
     """The one reply for a database that cannot be read or written right now."""
     log.error("History unavailable: %s", exc)
@@ -226,6 +254,8 @@ class MoodService:
         limiter: RateLimiter | None = None,
         observer: PhotoObserver | None = None,
         retention_days: int = 0,
+        button_secret: bytes | None = None,
+        correction_window: timedelta = timedelta(hours=24),
     ) -> None:
         self.engine = engine
         self.music = music
@@ -240,6 +270,9 @@ class MoodService:
         self.observer = observer
         self.accepting = True
         self.in_flight = InFlight()
+        # Signs "Not quite?" buttons; without a configured secret they last one process.
+        self.signer = RefSigner(button_secret)
+        self.correction_window = correction_window
 
     # --- admission and shutdown ---------------------------------------------------------------
 
@@ -290,12 +323,17 @@ class MoodService:
         face = analysis.primary
         music = await self._music_for(who, face.emotion)
         lines = [self._describe_faces(who.language, analysis.faces), self._why(who, music)]
+        row_id = None
         if not remember:
             lines.append(say(who.language, "not_saved_other"))
-        elif not await self._record(who, face, len(analysis.faces)):
+        elif (row_id := await self._record(who, face, len(analysis.faces))) is None:
             lines.append(say(who.language, "history_unsaved"))
         return Reply(
-            text="\n".join(lines), links=music.recommendations, analysis=analysis, music=music
+            text="\n".join(lines),
+            links=music.recommendations,
+            analysis=analysis,
+            music=music,
+            correction=self._offer(who, row_id, face),
         )
 
     @_observed("group_photo")
@@ -348,7 +386,8 @@ class MoodService:
             log.error("Analysis failed for a %s user: %s", who.platform, exc)
         return Reply(text=say(who.language, code, detail=exc.message), error_code=exc.code)
 
-    async def _record(self, who: Sender, face: FaceEmotion, face_count: int) -> bool:
+    async def _record(self, who: Sender, face: FaceEmotion, face_count: int) -> int | None:
+        """Store the mood; its row id, or None when the history could not take it."""
         entry = MoodEntry(
             platform=who.platform,
             chat_id=who.chat_id,
@@ -359,11 +398,82 @@ class MoodService:
             created_at=self._clock(),
         )
         try:
-            await self.history.record(entry)
+            return await self.history.record(entry)
         except HistoryUnavailable as exc:
             log.error("Could not save a mood: %s", exc)
-            return False
-        return True
+            return None
+
+    # --- "Not quite?": corrections ------------------------------------------------------------
+
+    def _offer(self, who: Sender, row_id: int | None, face: FaceEmotion) -> CorrectionOffer:
+        """The correction buttons for a fresh analysis: its next most likely emotions first."""
+        ref = self.signer.sign(who.platform, who.user_id, row_id, self._clock())
+        others = [e for e, _ in face.ranked() if e != face.emotion and e in EMOTIONS]
+        return CorrectionOffer(ref, face.emotion, tuple(others[:SUGGESTIONS]), EMOTIONS)
+
+    @_use_case
+    async def correct(self, who: Sender, ref: str, choice: str) -> Reply:
+        """Replace the mood of an analysis by the one its owner chose, and pick music again.
+
+        A stored analysis is updated in place (its reading kept as `predicted`) for
+        `correction_window` after it; one stored nowhere only gets new music. A ref signed for
+        someone else, tampered or too old, or an unknown emotion, changes nothing.
+        """
+        lang = who.language
+        verified = self.signer.verify(who.platform, who.user_id, ref)
+        if verified is None:
+            # No ids or payloads in the log: only that it happened, and where.
+            log.info("Refused a correction on %s: invalid or foreign button", who.platform)
+            return Reply(text=say(lang, "correction_invalid"), error_code="correction_invalid")
+        emotion = _known_emotion(choice)
+        if emotion is None:
+            log.info("Refused a correction on %s: unknown emotion", who.platform)
+            choices = ", ".join(emotion_name(lang, e) for e in EMOTIONS)
+            return Reply(text=say(lang, "fix_unknown", choices=choices), error_code="bad_argument")
+        now = self._clock()
+        if now - verified.issued_at > self.correction_window:
+            log.info("Refused a correction on %s: too old", who.platform)
+            hours = round(self.correction_window.total_seconds() / 3600)
+            text = say(lang, "correction_expired", hours=hours)
+            return Reply(text=text, error_code="correction_expired")
+        text = say(lang, "corrected_music_only", **self._mood_values(lang, emotion))
+        if verified.stored:
+            try:
+                before = await self.history.correct_mood(
+                    verified.row_id,
+                    who.platform,
+                    who.user_id,
+                    emotion,
+                    since=now - self.correction_window,
+                    at=now,
+                )
+            except HistoryUnavailable as exc:
+                return _history_down(who, exc)
+            if before is None:
+                log.info("Refused a correction on %s: the mood is gone", who.platform)
+                return Reply(text=say(lang, "correction_gone"), error_code="correction_gone")
+            self._count_correction(who, before.predicted or before.emotion, before.emotion, emotion)
+            text = say(lang, "corrected", **self._mood_values(lang, emotion))
+        music = await self._music_for(who, emotion)
+        offer = CorrectionOffer(ref, emotion, (), EMOTIONS)
+        return Reply(
+            text=f"{text}\n{self._why(who, music)}",
+            links=music.recommendations,
+            music=music,
+            correction=offer,
+        )
+
+    def _count_correction(self, who: Sender, predicted: str, before: str, after: str) -> None:
+        if after in (before, predicted) or self.observer is None:
+            return  # nothing changed, or back to what the model read
+        try:
+            self.observer.correction_done(who, predicted, after)
+        except Exception:
+            log.exception("The correction observer failed")
+
+    @staticmethod
+    def _mood_values(lang: str, emotion: str) -> dict[str, str]:
+        return {"emotion": emotion_name(lang, emotion), "emoji": EMOJI.get(emotion, "")}
 
     # --- music --------------------------------------------------------------------------------
 
@@ -461,13 +571,13 @@ class MoodService:
         return Reply(text="\n".join(lines), chart_png=chart)
 
     def _history_row(self, lang: str, entry: MoodEntry) -> str:
+        # A corrected mood is the person's word: the model's confidence is not about it.
         return say(
             lang,
-            "history_row",
+            "history_row_corrected" if entry.corrected else "history_row",
             when=entry.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            emotion=emotion_name(lang, entry.emotion),
-            emoji=EMOJI.get(entry.emotion, ""),
             confidence=percent(entry.confidence),
+            **self._mood_values(lang, entry.emotion),
         )
 
     # --- group mix ----------------------------------------------------------------------------

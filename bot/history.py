@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +55,23 @@ class MoodEntry:
     confidence: float
     face_count: int
     created_at: datetime
+    # Set once the owner corrected the mood: `emotion` is then theirs, this the model's reading.
+    predicted: str | None = None
+    id: int | None = field(default=None, compare=False)  # the row id, once stored
+
+    @property
+    def corrected(self) -> bool:
+        return self.predicted is not None
+
+
+@dataclass(frozen=True)
+class CorrectionStats:
+    """Analyses and corrections since a time, and what the model read vs what people said."""
+
+    analyses: int
+    corrections: int
+    predicted: dict[str, int]  # analyses per emotion the model read
+    matrix: dict[tuple[str, str], int]  # (predicted, corrected) -> count
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,14 @@ def _m002_create_preferences(db: Database) -> None:
         not_null={"platform", "user_id", "mode"},
         defaults={"mode": "match"},
     )
+
+
+@MIGRATIONS(name="m003_mood_corrections")
+def _m003_mood_corrections(db: Database) -> None:
+    # A corrected row keeps the model's reading in `predicted`; uncorrected rows leave both NULL.
+    moods = db.table("moods")
+    moods.add_column("predicted", str)
+    moods.add_column("corrected_at", str)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -210,10 +235,14 @@ def _from_row(row: dict[str, Any]) -> MoodEntry:
         confidence=row["confidence"],
         face_count=row["face_count"],
         created_at=datetime.fromisoformat(row["created_at"]),
+        predicted=row["predicted"],
+        id=row["id"],
     )
 
 
-_ENTRY_COLUMNS = "platform, chat_id, user_id, emotion, confidence, face_count, created_at"
+_ENTRY_COLUMNS = (
+    "platform, chat_id, user_id, emotion, confidence, face_count, created_at, predicted, id"
+)
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -339,13 +368,79 @@ class HistoryStore:
         """Return each chat member's latest entry since `since` (user_id -> entry), newest first."""
         rows = self._db.query(
             f"SELECT {_ENTRY_COLUMNS} FROM ("
-            f" SELECT {_ENTRY_COLUMNS}, id, ROW_NUMBER() OVER ("
+            f" SELECT {_ENTRY_COLUMNS}, ROW_NUMBER() OVER ("
             "  PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS position"
             " FROM moods WHERE platform = ? AND chat_id = ? AND created_at >= ?"
             ") WHERE position = 1 ORDER BY created_at DESC, id DESC",
             [platform, chat_id, _timestamp("since", since)],
         )
         return {row["user_id"]: _from_row(row) for row in rows}
+
+    @_guarded
+    def correct_mood(
+        self,
+        row_id: int,
+        platform: str,
+        user_id: str,
+        emotion: str,
+        *,
+        since: datetime,
+        at: datetime,
+    ) -> MoodEntry | None:
+        """Replace the mood of one of this user's rows created since `since`, in place.
+
+        The model's reading is kept in `predicted`; correcting back to it clears the mark.
+        Returns the row as it was before, or None when no such row (someone else's, deleted,
+        or older than `since`) exists: then nothing changed.
+        """
+        _require_text("emotion", emotion)
+        with self._write():
+            rows = list(
+                self._db.query(
+                    f"SELECT {_ENTRY_COLUMNS} FROM moods WHERE id = ? AND platform = ?"
+                    " AND user_id = ? AND created_at >= ?",
+                    [row_id, platform, user_id, _timestamp("since", since)],
+                )
+            )
+            if not rows:
+                return None
+            before = _from_row(rows[0])
+            predicted = before.predicted or before.emotion
+            corrected = emotion != predicted
+            self._db.execute(
+                "UPDATE moods SET emotion = ?, predicted = ?, corrected_at = ? WHERE id = ?",
+                [
+                    emotion,
+                    predicted if corrected else None,
+                    _timestamp("at", at) if corrected else None,
+                    row_id,
+                ],
+            )
+        return before
+
+    @_guarded
+    def correction_stats(self, since: datetime | None = None) -> CorrectionStats:
+        """How often people corrected the model since `since` (all time when None)."""
+        where, args = ("WHERE created_at >= ?", [_timestamp("since", since)]) if since else ("", [])
+        rows = list(
+            self._db.query(
+                "SELECT COALESCE(predicted, emotion) AS read, emotion, predicted IS NOT NULL"
+                f" AS corrected, COUNT(*) AS n FROM moods {where} GROUP BY 1, 2, 3",
+                args,
+            )
+        )
+        predicted: dict[str, int] = {}
+        matrix: dict[tuple[str, str], int] = {}
+        for row in rows:
+            predicted[row["read"]] = predicted.get(row["read"], 0) + row["n"]
+            if row["corrected"]:
+                matrix[(row["read"], row["emotion"])] = row["n"]
+        return CorrectionStats(
+            analyses=sum(predicted.values()),
+            corrections=sum(matrix.values()),
+            predicted=dict(sorted(predicted.items(), key=lambda item: (-item[1], item[0]))),
+            matrix=dict(sorted(matrix.items(), key=lambda item: (-item[1], item[0]))),
+        )
 
     @_guarded
     def forget_user(self, platform: str, user_id: str) -> int:
@@ -485,6 +580,25 @@ class AsyncHistory:
     ) -> dict[str, MoodEntry]:
         """Return each chat member's latest entry since `since`."""
         return await self._call("chat_latest_moods", platform, chat_id, since)
+
+    async def correct_mood(
+        self,
+        row_id: int,
+        platform: str,
+        user_id: str,
+        emotion: str,
+        *,
+        since: datetime,
+        at: datetime,
+    ) -> MoodEntry | None:
+        """Replace the mood of one of this user's recent rows; the row as it was, or None."""
+        return await self._call(
+            "correct_mood", row_id, platform, user_id, emotion, since=since, at=at
+        )
+
+    async def correction_stats(self, since: datetime | None = None) -> CorrectionStats:
+        """How often people corrected the model since `since`."""
+        return await self._call("correction_stats", since)
 
     async def forget_user(self, platform: str, user_id: str) -> int:
         """Delete a user's moods and preferences on `platform`; returns mood rows deleted."""

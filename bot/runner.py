@@ -80,6 +80,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.discord_bot_token,
         settings.spotify_client_secret,
         settings.telegram_webhook_secret,
+        settings.button_secret,
     )
     secrets = [value.get_secret_value() for value in fields if value is not None]
     if settings.telegram_bot_token is not None:

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     web_enabled: bool = Field(False, alias="MOODBOT_WEB")
     web_host: str = Field("127.0.0.1", alias="MOODBOT_WEB_HOST")
     web_port: int = Field(8080, ge=1, le=65535, alias="MOODBOT_WEB_PORT")
+    # Signs the "Not quite?" buttons; unset: a random one per process (older buttons expire).
+    button_secret: SecretStr | None = Field(None, alias="MOODBOT_BUTTON_SECRET")
 
     @field_validator("log_level")
     @classmethod
@@ -81,6 +83,7 @@ class Settings(BaseSettings):
         "discord_bot_token",
         "spotify_client_secret",
         "telegram_webhook_secret",
+        "button_secret",
         "spotify_client_id",
         "spotify_market",
         "default_genre",

@@ -13,6 +13,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "(or send a group photo with /group)\n"
             "/mode match|lift|calm — music that matches your mood, lifts it, or calms it\n"
             "/genre <words> — a genre or language to add to searches (/genre off to clear)\n"
+            "/fix <mood> — not quite? correct the mood of your last selfie\n"
             "/forget — delete everything I stored about you\n"
             "I keep only the emotion, its confidence and the time, never your photo."
         ),
@@ -57,7 +58,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "help_telegram": (
             "Send me a selfie and I'll tell you the mood I see and find music for it. "
             "In a group, send the photo with /mood in its caption, mention me, or reply /mood "
-            "to a photo.\n"
+            "to a photo. Not quite? Tap the mood you really feel under my answer (within a day).\n"
             "/history [n] — your recent moods, with a chart (in groups I send it to you "
             "privately)\n"
             "/groupmix — one playlist for this chat, from its members' recent moods (reply it "
@@ -71,7 +72,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "help_discord": (
             "Send me a selfie and I'll tell you the mood I see and find music for it: use "
             "/mood with an image, send it to me in a direct message, or post it with a mention "
-            "of me.\n"
+            "of me. Not quite? Press the mood you really feel under my answer (within a day).\n"
             "/history — your recent moods, with a chart (only you see it)\n"
             "/groupmix — one playlist for this channel, from its members' recent moods (add an "
             "image for everyone in a group photo)\n"
@@ -86,7 +87,9 @@ MESSAGES: dict[str, dict[str, str]] = {
             "For each selfie I analyse I store: the emotion I read, how sure I was, how many "
             "faces there were, the chat, your user id and the time. Your photo is analysed in "
             "memory and dropped right away; it never touches a disk. I also keep your /mode and "
-            "/genre if you set them. Group mixes use members' moods from the last {hours} hours. "
+            "/genre if you set them. When you correct a mood with the buttons, I store your "
+            "choice in its place together with the emotion I had read, to learn where I am wrong. "
+            "Group mixes use members' moods from the last {hours} hours. "
             "{kept} /forget deletes all of it, in every chat, at once."
         ),
         "kept_days": "Moods older than {days} days are deleted automatically.",
@@ -107,6 +110,24 @@ MESSAGES: dict[str, dict[str, str]] = {
         "with me and send /history there.",
         "open_private_chat": "Open a private chat",
         "failed": "Sorry, something went wrong on my side. Please try again in a moment.",
+        # --- "Not quite?": corrections ---
+        "fix_more": "Not quite? Something else…",
+        "fix_again": "Not quite? Change it",
+        "corrected": "Got it: you feel {emotion} {emoji}. I changed it in your history.",
+        "corrected_music_only": "Got it: {emotion} {emoji}. Here is music for that (nothing was "
+        "saved).",
+        "correction_invalid": "That button isn't valid for you, so I changed nothing.",
+        "correction_expired": "Moods can be changed only within {hours} hours, so I kept this "
+        "one as it is.",
+        "correction_gone": "That mood is no longer in your history, so there is nothing to change.",
+        "only_owner_can_fix": "Only {name} can change this.",
+        "fix_usage": "Type /fix and the mood you really feel, e.g. /fix sad.",
+        "fix_unknown": "I don't know that mood. Moods: {choices}.",
+        "fix_nothing": "There is nothing to fix yet: send me a selfie first.",
+        "history_row_corrected": "{when} — {emotion} {emoji} (your correction)",
+        "chart_title": "Your moods",
+        "chart_dots": "dot size = confidence",
+        "chart_count": "count",
     },
     "ko": {
         "help": (
@@ -116,6 +137,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "(단체 사진과 함께 /group도 가능)\n"
             "/mode match|lift|calm — 감정에 맞추기, 기분 끌어올리기, 진정시키기\n"
             "/genre <단어> — 검색에 더할 장르나 언어 (/genre off로 해제)\n"
+            "/fix <감정> — 아닌가요? 마지막 셀카의 감정 고치기\n"
             "/forget — 저장된 내 기록 모두 삭제\n"
             "사진은 저장하지 않고 감정, 확신도, 시간만 기록해요."
         ),
@@ -159,7 +181,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         # --- chat bots (Telegram, Discord) ---
         "help_telegram": (
             "셀카를 보내 주시면 표정에서 감정을 읽고 어울리는 음악을 찾아 드려요. 그룹에서는 "
-            "사진 설명에 /mood를 쓰거나, 저를 멘션하거나, 사진에 /mood로 답장해 주세요.\n"
+            "사진 설명에 /mood를 쓰거나, 저를 멘션하거나, 사진에 /mood로 답장해 주세요. "
+            "아닌가요? 제 답 아래에서 실제 기분을 누르세요 (하루 안에).\n"
             "/history [n] — 최근 감정 기록과 차트 (그룹에서는 개인 채팅으로 보내 드려요)\n"
             "/groupmix — 이 채팅방 멤버들의 최근 감정으로 고른 플레이리스트 (단체 사진에 "
             "답장하면 사진 속 모두를 위한 믹스)\n"
@@ -171,7 +194,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "help_discord": (
             "셀카를 보내 주시면 표정에서 감정을 읽고 어울리는 음악을 찾아 드려요. /mood에 "
-            "이미지를 첨부하거나, DM으로 보내거나, 저를 멘션하며 올려 주세요.\n"
+            "이미지를 첨부하거나, DM으로 보내거나, 저를 멘션하며 올려 주세요. 아닌가요? 제 답 "
+            "아래에서 실제 기분을 누르세요 (하루 안에).\n"
             "/history — 최근 감정 기록과 차트 (나만 볼 수 있어요)\n"
             "/groupmix — 이 채널 멤버들의 최근 감정으로 고른 플레이리스트 (이미지를 붙이면 "
             "단체 사진 속 모두를 위한 믹스)\n"
@@ -185,8 +209,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "privacy": (
             "셀카를 분석할 때마다 읽은 감정, 확신도, 얼굴 수, 채팅방, 사용자 ID, 시간을 "
             "저장해요. 사진은 메모리에서 분석한 뒤 바로 버리고 디스크에 저장하지 않아요. "
-            "/mode와 /genre를 설정했다면 그 설정도 저장해요. 그룹 믹스는 최근 {hours}시간 동안의 "
-            "멤버 감정을 사용해요. {kept} /forget 하면 모든 채팅방의 기록이 한 번에 지워져요."
+            "/mode와 /genre를 설정했다면 그 설정도 저장해요. 버튼으로 감정을 고치면, 제가 틀린 "
+            "곳을 알 수 있도록 고친 감정을 제가 읽은 감정과 함께 저장해요. 그룹 믹스는 최근 "
+            "{hours}시간 동안의 멤버 감정을 사용해요. {kept} /forget 하면 모든 채팅방의 기록이 "
+            "한 번에 지워져요."
         ),
         "kept_days": "{days}일이 지난 감정 기록은 자동으로 지워져요.",
         "kept": "감정 기록은 직접 지우기 전까지 보관해요.",
@@ -205,6 +231,23 @@ MESSAGES: dict[str, dict[str, str]] = {
         "열고 /history를 보내 주세요.",
         "open_private_chat": "개인 채팅 열기",
         "failed": "죄송해요, 문제가 생겼어요. 잠시 후 다시 시도해 주세요.",
+        # --- "Not quite?": corrections ---
+        "fix_more": "아닌가요? 다른 감정…",
+        "fix_again": "아닌가요? 바꾸기",
+        "corrected": "알겠어요: {emotion} {emoji} 기분이군요. 기록도 바꿔 두었어요.",
+        "corrected_music_only": "알겠어요: {emotion} {emoji}. 그에 맞는 음악이에요 (저장한 것은 "
+        "없어요).",
+        "correction_invalid": "사용할 수 없는 버튼이라 아무것도 바꾸지 않았어요.",
+        "correction_expired": "감정은 {hours}시간 안에만 바꿀 수 있어서 그대로 두었어요.",
+        "correction_gone": "그 감정 기록은 이미 지워져서 바꿀 것이 없어요.",
+        "only_owner_can_fix": "{name}님만 바꿀 수 있어요.",
+        "fix_usage": "/fix 뒤에 실제 기분을 적어 주세요. 예: /fix 슬픔",
+        "fix_unknown": "모르는 감정이에요. 감정: {choices}.",
+        "fix_nothing": "아직 고칠 분석이 없어요. 먼저 셀카를 보내 주세요.",
+        "history_row_corrected": "{when} — {emotion} {emoji} (직접 고침)",
+        "chart_title": "내 감정",
+        "chart_dots": "점 크기 = 확신도",
+        "chart_count": "횟수",
     },
 }
 

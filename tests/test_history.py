@@ -76,6 +76,7 @@ def test_migrations_apply_to_a_fresh_file_and_not_again(path: Path) -> None:
     assert raw(path, sql) == [
         (1, "moodbot", "m001_create_moods"),
         (2, "moodbot", "m002_create_preferences"),
+        (3, "moodbot", "m003_mood_corrections"),
     ]
     HistoryStore(path).close()
     HistoryStore(path).close()
@@ -98,6 +99,8 @@ def test_schema_columns(store: HistoryStore, path: Path) -> None:
         ("confidence", "REAL", 1, 0),
         ("face_count", "INTEGER", 1, 0),
         ("created_at", "TEXT", 1, 0),
+        ("predicted", "TEXT", 0, 0),
+        ("corrected_at", "TEXT", 0, 0),
     ]
     assert raw(path, columns, ("preferences",)) == [
         ("platform", "TEXT", 1, 1),
@@ -149,7 +152,7 @@ def test_record_stores_exactly_the_entry(store: HistoryStore, path: Path) -> Non
     )
     assert store.record(entry) == 1
     assert raw(path, "SELECT * FROM moods") == [
-        (1, "discord", "g1", "42", "sad", 0.25, 2, "2026-05-01T12:00:00.000000+00:00")
+        (1, "discord", "g1", "42", "sad", 0.25, 2, "2026-05-01T12:00:00.000000+00:00", None, None)
     ]
     assert store.recent("discord", "42") == [
         MoodEntry("discord", "g1", "42", "sad", 0.25, 2, datetime(2026, 5, 1, 12, tzinfo=UTC))
@@ -283,6 +286,96 @@ def test_chat_latest_moods_one_entry_per_member(store: HistoryStore) -> None:
     assert store.chat_latest_moods("discord", "c1", since=T0) == {
         "dan": mood("fear", minutes=9, user_id="dan", platform="discord")
     }
+
+
+# --- corrections ---------------------------------------------------------------------------------
+
+LATER = T0 + timedelta(hours=1)
+DAY_BEFORE = T0 - timedelta(hours=24)
+
+
+def test_correct_mood_replaces_the_row_in_place_and_keeps_the_reading(
+    store: HistoryStore, path: Path
+) -> None:
+    row = store.record(mood("happy"))
+    before = store.correct_mood(row, "telegram", "u1", "sad", since=DAY_BEFORE, at=LATER)
+    assert before == mood("happy")
+    assert raw(path, "SELECT id, emotion, predicted, corrected_at FROM moods") == [
+        (row, "sad", "happy", "2026-05-01T13:00:00.000000+00:00")
+    ]
+    (entry,) = store.recent("telegram", "u1")
+    assert (entry.emotion, entry.predicted, entry.corrected, entry.id) == (
+        "sad",
+        "happy",
+        True,
+        row,
+    )
+    # A second correction keeps the model's reading; going back to it clears the mark.
+    store.correct_mood(row, "telegram", "u1", "angry", since=DAY_BEFORE, at=LATER)
+    assert raw(path, "SELECT emotion, predicted FROM moods") == [("angry", "happy")]
+    store.correct_mood(row, "telegram", "u1", "happy", since=DAY_BEFORE, at=LATER)
+    assert raw(path, "SELECT emotion, predicted, corrected_at FROM moods") == [
+        ("happy", None, None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row_offset", "platform", "user_id", "since"),
+    [
+        (0, "telegram", "someone-else", DAY_BEFORE),
+        (0, "discord", "u1", DAY_BEFORE),
+        (1, "telegram", "u1", DAY_BEFORE),  # no such row (deleted)
+        (0, "telegram", "u1", T0 + timedelta(minutes=1)),  # too old
+    ],
+    ids=["other-user", "other-platform", "missing-row", "too-old"],
+)
+def test_correct_mood_changes_nothing_it_may_not(
+    store: HistoryStore, path: Path, row_offset: int, platform: str, user_id: str, since: datetime
+) -> None:
+    row = store.record(mood("happy"))
+    assert (
+        store.correct_mood(row + row_offset, platform, user_id, "sad", since=since, at=LATER)
+        is None
+    )
+    assert raw(path, "SELECT emotion, predicted, corrected_at FROM moods") == [
+        ("happy", None, None)
+    ]
+
+
+def test_correction_stats_count_analyses_corrections_and_the_matrix(store: HistoryStore) -> None:
+    rows = [store.record(mood(e, minutes=i)) for i, e in enumerate(["happy"] * 4 + ["sad"] * 2)]
+    store.record(mood("neutral", minutes=-3000))  # before the window
+    for row, chosen in zip(rows[:3] + rows[4:5], ["sad", "sad", "neutral", "angry"], strict=True):
+        store.correct_mood(row, "telegram", "u1", chosen, since=DAY_BEFORE, at=LATER)
+    stats = store.correction_stats(since=T0 - timedelta(hours=1))
+    assert (stats.analyses, stats.corrections) == (6, 4)
+    assert stats.predicted == {"happy": 4, "sad": 2}
+    assert stats.matrix == {("happy", "sad"): 2, ("happy", "neutral"): 1, ("sad", "angry"): 1}
+    assert store.correction_stats().analyses == 7
+
+
+def test_an_old_database_gains_the_correction_columns(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, migration_set TEXT,"
+        " name TEXT, applied_at TEXT);"
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES"
+        " ('moodbot', 'm001_create_moods', '2026'), ('moodbot', 'm002_create_preferences', '2026');"
+        "CREATE TABLE moods (id INTEGER PRIMARY KEY, platform TEXT NOT NULL, chat_id TEXT NOT NULL,"
+        " user_id TEXT NOT NULL, emotion TEXT NOT NULL, confidence FLOAT NOT NULL,"
+        " face_count INTEGER NOT NULL, created_at TEXT NOT NULL);"
+        "CREATE TABLE preferences (platform TEXT, user_id TEXT, mode TEXT NOT NULL DEFAULT 'match',"
+        " genre TEXT, PRIMARY KEY (platform, user_id));"
+        "INSERT INTO moods VALUES (1, 'telegram', 'c1', 'u1', 'sad', 0.5, 1,"
+        " '2026-05-01T12:00:00.000000+00:00');"
+    )
+    conn.commit()
+    conn.close()
+    with HistoryStore(path) as store:
+        assert store.recent("telegram", "u1") == [mood("sad", confidence=0.5)]
+        store.correct_mood(1, "telegram", "u1", "happy", since=DAY_BEFORE, at=LATER)
+        assert store.correction_stats().matrix == {("sad", "happy"): 1}
 
 
 # --- deletion ------------------------------------------------------------------------------------
@@ -435,6 +528,7 @@ def test_many_threads_open_a_fresh_file_together(path: Path) -> None:
     assert raw(path, "SELECT name FROM _sqlite_migrations ORDER BY id") == [
         ("m001_create_moods",),
         ("m002_create_preferences",),
+        ("m003_mood_corrections",),
     ]
 
 
@@ -565,7 +659,8 @@ def test_read_only_needs_an_existing_up_to_date_file(tmp_path: Path) -> None:
     with pytest.raises(HistoryUnavailable) as caught:
         HistoryStore(empty, read_only=True)
     assert caught.value.reason == (
-        "schema is out of date (pending: m001_create_moods, m002_create_preferences)"
+        "schema is out of date (pending: m001_create_moods, m002_create_preferences,"
+        " m003_mood_corrections)"
     )
 
 

@@ -166,6 +166,8 @@ async def test_the_schema_has_no_room_for_images(history: AsyncHistory) -> None:
         "confidence": "REAL",
         "face_count": "INTEGER",
         "created_at": "TEXT",
+        "predicted": "TEXT",  # the model's reading, once the person corrected it
+        "corrected_at": "TEXT",
     }
     assert columns["preferences"] == {
         "platform": "TEXT",

@@ -74,6 +74,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.corrections = Counter(
+            "moodbot_corrections",
+            'Moods people corrected with "Not quite?", by what the model read and what they '
+            "chose: where the model is wrong in the real world.",
+            ["predicted", "corrected"],
+            registry=self.registry,
+        )
         queue_depth = Gauge(
             "moodbot_engine_queue_depth",
             "Photos waiting for the emotion engine.",
@@ -98,6 +105,10 @@ class Metrics:
             self.faces.labels(platform=who.platform).inc(len(reply.analysis.faces))
         if reply.music is not None and reply.music.source != "spotify":
             self.fallbacks.labels(reason=fallback_label(reply.music.fallback_reason)).inc()
+
+    def correction_done(self, who: Sender, predicted: str, corrected: str) -> None:
+        """Count one correction (emotions are validated by the core: a bounded label set)."""
+        self.corrections.labels(predicted=predicted, corrected=corrected).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric, read now."""
