@@ -468,6 +468,22 @@ async def test_metrics_count_photos_from_every_transport(
     assert value(after, "moodbot_faces_found_total", **labels) == 1
 
 
+async def test_metrics_count_corrections_by_predicted_and_corrected(
+    web: str,
+    http: aiohttp.ClientSession,
+    service: MoodService,
+    astronaut_jpeg: bytes,
+) -> None:
+    alice = Sender(platform="telegram", chat_id="1", user_id="alice")
+    reply = await service.analyze_selfie(alice, astronaut_jpeg)
+    assert reply.correction
+    await service.correct(alice, reply.correction.ref, "sad")
+    await service.correct(alice, reply.correction.ref + "x", "angry")  # refused: not counted
+    after = await scrape(http, web)
+    assert value(after, "moodbot_corrections_total", predicted="happy", corrected="sad") == 1
+    assert value(after, "moodbot_corrections_total", predicted="happy", corrected="angry") == 0
+
+
 def test_metrics_registries_are_separate(service: MoodService) -> None:
     one, two = Metrics(service), Metrics(service)
     who = Sender(platform="web", chat_id="web", user_id="x")
