@@ -20,22 +20,14 @@ from typing import Any, Concatenate, ParamSpec, Protocol
 
 from bot import texts
 from bot.chart import render_mood_chart
-from bot.correction import MORE, CorrectionOffer, RefSigner
+from bot.correction import CorrectionOffer, RefSigner
 from bot.history import AsyncHistory, HistoryUnavailable, MoodEntry
-from bot.music import (
-    EMOTIONS,
-    MODES,
-    MusicRecommender,
-    MusicSuggestion,
-    Recommendation,
-    UnknownEmotion,
-    normalize_emotion,
-)
+from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
 from bot.ratelimit import RateLimiter
 from bot.texts import emotion_name, percent, say
 from ml.engine import Analysis, EmotionEngine, FaceEmotion
 from ml.errors import EngineBusy, ImageTooLarge, MLError, UnreadableImage
-from ml.labels import EMOJI
+from ml.labels import EMOJI, EMOTIONS, emotion_for
 
 log = logging.getLogger(__name__)
 
@@ -220,17 +212,6 @@ def blend_moods(moods: Iterable[tuple[str, float]]) -> MoodBlend:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _known_emotion(choice: str) -> str | None:
-    """The canonical emotion a person picked (English, Korean or an alias), else None."""
-    if not isinstance(choice, str) or choice == MORE:
-        return None
-    try:
-        emotion = normalize_emotion(choice)
-    except UnknownEmotion:
-        return None
-    return emotion if emotion in EMOTIONS else None
 
 
 def _history_down(who: Sender, exc: HistoryUnavailable) -> Reply:
@@ -425,7 +406,7 @@ class MoodService:
             # No ids or payloads in the log: only that it happened, and where.
             log.info("Refused a correction on %s: invalid or foreign button", who.platform)
             return Reply(text=say(lang, "correction_invalid"), error_code="correction_invalid")
-        emotion = _known_emotion(choice)
+        emotion = emotion_for(choice)  # English, Korean or an alias
         if emotion is None:
             log.info("Refused a correction on %s: unknown emotion", who.platform)
             choices = ", ".join(emotion_name(lang, e) for e in EMOTIONS)

@@ -19,8 +19,9 @@ from bot.console import ConsoleChat
 from bot.core import MoodService, Reply, Sender
 from bot.correction import MAX_DATA_BYTES, MORE, RefSigner, button_data, parse_button
 from bot.history import AsyncHistory, HistoryStore, MoodEntry
-from bot.music import EMOTIONS, MusicRecommender
+from bot.music import MusicRecommender
 from ml.engine import EmotionEngine
+from ml.labels import EMOTIONS
 
 pytestmark = pytest.mark.slow
 
