@@ -65,7 +65,7 @@ async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
             music.close()
             await history.aclose()
     finally:
-        engine.close()
+        await engine.aclose()
 
 
 async def purge_old_moods(

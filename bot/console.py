@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.core import MoodService, Reply, Sender
+from bot.core import MoodService, Reply, Sender, history_limit
 from bot.texts import say
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class ConsoleChat:
             if not line or line.strip().lower() in ("/quit", "/exit"):
                 return
             if line.strip():
-                self._show(await self.handle(line.strip()))
+                await self._show(await self.handle(line.strip()))
 
     async def handle(self, line: str) -> Reply:
         """One line in, one reply out: a command, or the path of a photo."""
@@ -80,7 +80,7 @@ class ConsoleChat:
         path = _as_path(line)
         if line.startswith("/") and not path.exists() and " " not in line:
             return Reply(text=say(self.sender.language, "unknown_command"), error_code="unknown")
-        image = self._read(path)
+        image = await asyncio.to_thread(self._read, path)
         if isinstance(image, Reply):
             return image
         return self._remember(await self.service.analyze_selfie(self.sender, image))
@@ -101,19 +101,21 @@ class ConsoleChat:
         return await service.correct(who, self._last_ref, arg)
 
     async def _history(self, service: MoodService, who: Sender, arg: str) -> Reply:
-        limit = int(arg) if arg.isdigit() and 0 < int(arg) <= 100 else 10
-        return await service.show_history(who, limit=limit)
+        return await service.show_history(who, limit=history_limit(arg))
 
     async def _group(self, service: MoodService, who: Sender, arg: str) -> Reply:
         if not arg:
             return await service.group_mix(who)
-        image = self._read(_as_path(arg))
+        image = await asyncio.to_thread(self._read, _as_path(arg))
         if isinstance(image, Reply):
             return image
         return await service.group_photo_mix(who, image)
 
     def _read(self, path: Path) -> bytes | Reply:
-        """The file's bytes, or a reply naming the file and why it cannot be used."""
+        """The file's bytes, or a reply naming the file and why it cannot be used.
+
+        Blocking (a slow disk or network share): called in a worker thread.
+        """
         lang = self.sender.language
         try:
             size = path.stat().st_size
@@ -128,12 +130,12 @@ class ConsoleChat:
         except OSError as exc:
             return _not_a_file(lang, path, exc.strerror or type(exc).__name__)
 
-    def _show(self, reply: Reply) -> None:
+    async def _show(self, reply: Reply) -> None:
         lines = [reply.text]
         lines += [f"  • {link.title}\n    {link.url}" for link in reply.links]
         if reply.chart_png:
             chart = self.chart_dir / CHART_FILE
-            chart.write_bytes(reply.chart_png)
+            await asyncio.to_thread(chart.write_bytes, reply.chart_png)
             lines.append(f"  (chart saved to {chart})")
         self._print("\n".join(lines))
 

@@ -186,17 +186,6 @@ def _dedupe(recommendations: Iterable[Recommendation]) -> tuple[Recommendation, 
     return tuple(by_url.values())
 
 
-def explain(suggestion: MusicSuggestion) -> str:
-    """Say in one English sentence why these songs were chosen."""
-    feeling = f"Because you look {suggestion.emotion}"
-    if suggestion.mode == "lift":
-        feeling += " and asked to lift it"
-    elif suggestion.mode == "calm":
-        feeling += " and asked to calm down"
-    songs = f"{suggestion.genre} songs" if suggestion.genre else "songs"
-    return f"{feeling}: {songs} for '{', '.join(suggestion.keywords)}'."
-
-
 # --- Errors ----------------------------------------------------------------------------------
 
 

@@ -214,6 +214,10 @@ class EmotionEngine:
             self._thread.join(timeout)
         self._preparers.shutdown(wait=False, cancel_futures=True)
 
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """close() from async code: waiting for the worker's last batch must not stall the loop."""
+        await asyncio.to_thread(self.close, timeout)
+
     # --- worker thread ----------------------------------------------------------------------
 
     def _work(self) -> None:

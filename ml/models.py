@@ -21,8 +21,19 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.json"
 Color = Literal["grayscale", "rgb"]
-Normalization = Literal["minus_one_to_one", "zero_to_one", "vggface2"]
-_VGGFACE2_MEAN_BGR = np.array([91.4953, 103.8827, 131.0912], dtype=np.float32)
+Normalization = Literal["minus_one_to_one", "zero_to_one", "vggface1", "vggface2"]
+NORMALIZATIONS: tuple[Normalization, ...] = (
+    "minus_one_to_one",
+    "zero_to_one",
+    "vggface1",
+    "vggface2",
+)
+# keras-vggface's preprocess_input: version 1 (VGGFace: VGG16), version 2 (VGGFace2: ResNet50,
+# SENet50); channel means in BGR order.
+_VGGFACE_MEAN_BGR = {
+    "vggface1": np.array([93.5940, 104.7624, 129.1863], dtype=np.float32),
+    "vggface2": np.array([91.4953, 103.8827, 131.0912], dtype=np.float32),
+}
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class BundleSpec:
             raise ValueError(f"input_size must be (height, width) >= 8, got {self.input_size!r}")
         if self.color not in ("grayscale", "rgb"):
             raise ValueError(f"color must be 'grayscale' or 'rgb', got {self.color!r}")
-        if self.normalization not in ("minus_one_to_one", "zero_to_one", "vggface2"):
+        if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.normalization!r}")
         if not 0.0 <= self.crop_margin <= 1.0:
             raise ValueError(f"crop_margin must be within 0..1, got {self.crop_margin!r}")
@@ -89,8 +100,9 @@ def normalize(method: Normalization, batch: np.ndarray) -> np.ndarray:
         return batch / 127.5 - 1.0
     if method == "zero_to_one":
         return batch / 255.0
-    # VGGFace2 (keras-vggface preprocess_input version=2): RGB -> BGR, minus channel means.
-    return batch[..., ::-1] - _VGGFACE2_MEAN_BGR
+    if method in _VGGFACE_MEAN_BGR:  # RGB -> BGR, minus the training set's channel means
+        return batch[..., ::-1] - _VGGFACE_MEAN_BGR[method]
+    raise ValueError(f"unknown normalization {method!r}")
 
 
 class EmotionModel:

@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 
 from ml.errors import ModelLoadError
 from ml.models import BUNDLE_FILE, BundleSpec, EmotionModel, preprocess_faces, resolve_model
@@ -141,14 +140,12 @@ class TFServingClassifier(EmotionModel):
         if not crops:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         batch = preprocess_faces(self.spec, crops)
-        body = json.dumps({"signature_name": SIGNATURE, "instances": batch.tolist()}).encode()
-        request = urllib.request.Request(
-            f"{self.url}:predict", data=body, headers={"Content-Type": "application/json"}
-        )
+        body = {"signature_name": SIGNATURE, "instances": batch.tolist()}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                answer = json.loads(response.read())
-            probabilities = np.asarray(answer["predictions"], dtype=np.float32)
+            response = requests.post(f"{self.url}:predict", json=body, timeout=self.timeout_s)
+            response.raise_for_status()
+            probabilities = np.asarray(response.json()["predictions"], dtype=np.float32)
+        # requests' errors are OSErrors; a body that is not JSON is a ValueError.
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # ModelLoadError: at start-up (the engine's warm-up) the CLI prints it as one line;
             # later the engine turns any model failure into the user's "something went wrong".

@@ -142,6 +142,29 @@ def test_close_finishes_work_in_hand(astronaut_jpeg: bytes) -> None:
     assert future.result(timeout=30).faces[0].emotion == "happy"
 
 
+async def test_aclose_waits_for_the_worker_off_the_event_loop(
+    engine: EmotionEngine, grace_hopper_jpeg: bytes
+) -> None:
+    busy = EmotionEngine(engine.model, engine.detector, EngineConfig())
+    busy.start()
+    futures = [busy.submit(grace_hopper_jpeg) for _ in range(3)]
+    while busy.queue_depth == 3:  # until the worker holds the first photo
+        await asyncio.sleep(0.005)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    await busy.aclose()
+    task.cancel()
+    assert futures[0].result(timeout=0).faces  # the photo in hand was finished
+    assert ticks >= 3  # a close() joining the worker on the loop would have let it tick once
+
+
 def test_unsure_threshold_marks_low_confidence(
     engine: EmotionEngine, grace_hopper_jpeg: bytes
 ) -> None:

@@ -26,7 +26,6 @@ from bot.music import (
     SpotifySearch,
     UnknownEmotion,
     choose_keywords,
-    explain,
     music_mood,
     normalize_emotion,
     search_links,
@@ -203,21 +202,6 @@ def test_search_links_need_no_account():
     )
     assert search_links(("calm",)) == (
         Recommendation("Spotify search: calm", "https://open.spotify.com/search/calm", "search"),
-    )
-
-
-def test_explain_says_why():
-    def suggestion(mode: str, mood: str, keywords: tuple[str, ...], genre: str | None):
-        return MusicSuggestion("sad", mood, mode, keywords, genre, (), "spotify", None)
-
-    assert explain(suggestion("match", "sad", ("sad", "gloomy"), None)) == (
-        "Because you look sad: songs for 'sad, gloomy'."
-    )
-    assert explain(suggestion("lift", "happy", ("happy", "cheerful", "glad"), None)) == (
-        "Because you look sad and asked to lift it: songs for 'happy, cheerful, glad'."
-    )
-    assert explain(suggestion("calm", "calm", ("calm", "soft"), "jazz")) == (
-        "Because you look sad and asked to calm down: jazz songs for 'calm, soft'."
     )
 
 

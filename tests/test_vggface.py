@@ -20,12 +20,13 @@ from typer.testing import CliRunner
 from ml.models import normalize
 from training.cli import app
 from training.vggface import (
+    ARCHITECTURES,
     WeightFileInvalid,
     WeightFileMissing,
     WeightShapeMismatch,
     keras_layer_name,
     load_vggface_weights,
-    preprocess_input,
+    normalization_for,
     rcmalli_name,
     save_vggface_weights,
     vggface_resnet50,
@@ -169,17 +170,17 @@ def _only_first_layer(model, path: Path) -> Path:
     return path
 
 
-def test_preprocess_input_subtracts_the_vggface_means_in_bgr() -> None:
+def test_vggface_normalisations_subtract_the_means_in_bgr() -> None:
     rgb = np.array([[[10.0, 20.0, 30.0]]], np.float32)
     np.testing.assert_allclose(
-        preprocess_input(rgb, version=1)[0, 0], [30 - 93.5940, 20 - 104.7624, 10 - 129.1863]
+        normalize("vggface1", rgb)[0, 0], [30 - 93.5940, 20 - 104.7624, 10 - 129.1863]
     )
     np.testing.assert_allclose(
-        preprocess_input(rgb, version=2)[0, 0], [30 - 91.4953, 20 - 103.8827, 10 - 131.0912]
+        normalize("vggface2", rgb)[0, 0], [30 - 91.4953, 20 - 103.8827, 10 - 131.0912]
     )
-    np.testing.assert_array_equal(preprocess_input(rgb, version=2), normalize("vggface2", rgb))
-    with pytest.raises(ValueError, match="version must be 1 or 2, got 3"):
-        preprocess_input(rgb, version=3)
+    assert [normalization_for(a) for a in ARCHITECTURES] == ["vggface1", "vggface2", "vggface2"]
+    with pytest.raises(ValueError, match="unknown normalization 'vggface3'"):
+        normalize("vggface3", rgb)  # type: ignore[arg-type]
 
 
 # --- download-weights ---------------------------------------------------------------------------

@@ -122,6 +122,7 @@ def test_fine_tuning_starts_from_a_local_weight_file(colours: Path, tmp_path: Pa
     assert "initialised from rcmalli_vggface_tf_notop_vgg16.h5" in card
     model = load_emotion_model(tmp_path / "bundle")
     assert model.labels == ("angry", "happy", "sad")
+    assert model.spec.normalization == "vggface1"  # the means VGG16's VGGFace weights expect
     assert model.predict([np.zeros((40, 40, 3), np.uint8)]).shape == (1, 3)
 
 

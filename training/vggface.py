@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ml.models import normalize
+from ml.models import Normalization
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ _SLASHED_NAMES = (
     (re.compile(r"^(fc[67])_relu$"), lambda m: f"{m[1]}/relu"),
     (re.compile(r"^fc8_softmax$"), lambda m: "fc8/softmax"),
 )
-_VGGFACE1_MEAN_BGR = np.array([93.5940, 104.7624, 129.1863], dtype=np.float32)
 
 
 class VGGFaceError(Exception):
@@ -89,22 +88,9 @@ def weighted_layers(model: Any) -> Iterator[Any]:
 # --- preprocessing ----------------------------------------------------------------------------
 
 
-def preprocess_input(x: np.ndarray, version: int = 1) -> np.ndarray:
-    """keras-vggface `preprocess_input` for RGB 0..255 input (channels last): BGR minus means.
-
-    Version 1 is for VGG16 (VGGFace), version 2 for ResNet50 and SENet50 (VGGFace2).
-    """
-    batch = np.asarray(x, dtype=np.float32)
-    if version == 2:
-        return normalize("vggface2", batch)
-    if version == 1:
-        return batch[..., ::-1] - _VGGFACE1_MEAN_BGR
-    raise ValueError(f"version must be 1 or 2, got {version!r}")
-
-
-def preprocess_version(architecture: Architecture) -> int:
-    """The `preprocess_input` version the published weights of `architecture` expect."""
-    return 1 if architecture == "vgg16" else 2
+def normalization_for(architecture: Architecture) -> Normalization:
+    """The input normalisation the published weights of `architecture` were trained with."""
+    return "vggface1" if architecture == "vgg16" else "vggface2"
 
 
 # --- architectures ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from training.aihub import class_images
 from training.bundle import MODEL_FILE, ModelCard, inference_copy, write_bundle
 from training.data import class_weights
 from training.metrics import classification_report, plot_curves
-from training.vggface import ARCHITECTURES, MIN_INPUT_SIDE, build_vggface
+from training.vggface import ARCHITECTURES, MIN_INPUT_SIDE, build_vggface, normalization_for
 from training.weights import cached_weight_file
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def train_vggface(
         labels=label_names,
         input_size=(config.input_size, config.input_size),
         color="rgb",
-        normalization="vggface2",
+        normalization=normalization_for(config.architecture),
         model_file=MODEL_FILE,
         description=f"VGGFace {config.architecture} backbone ({config.mode}) with the "
         "original project's dense head",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.client
 import logging
 import os
+import socket
 import urllib.error
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 from training.vggface import (
     ARCHITECTURES,
@@ -32,7 +31,7 @@ RELEASE_URL = "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/"
 WEIGHTS_DIR_ENV = "MOODBOT_WEIGHTS_DIR"
 # Where keras-vggface itself cached them (keras.utils.get_file, cache_subdir models/vggface).
 KERAS_VGGFACE_CACHE = Path("~/.keras/models/vggface")
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # file_sha256 reads this much at a time
 
 
 class DownloadFailed(VGGFaceError):
@@ -177,42 +176,56 @@ def file_sha256(path: Path) -> str:
 
 
 def _fetch(url: str, destination: Path, *, timeout: float, progress: bool, target: Path) -> None:
-    """Stream `url` into `destination`; any network failure becomes DownloadFailed."""
-    request = urllib.request.Request(url, headers={"User-Agent": "moodbot-download-weights"})
+    """Download `url` to `destination` with keras.utils.get_file; failures become DownloadFailed.
+
+    get_file removes what it wrote when the download fails or comes up short.
+    """
+    import keras
+
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = _content_length(response)
-            received = _copy(response, destination, total, progress, label=target.name)
-    except urllib.error.HTTPError as exc:
-        raise DownloadFailed(f"{url} answered HTTP {exc.code} {exc.reason}.") from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
+        with _network_timeout(timeout), _keras_progress(progress):
+            keras.utils.get_file(
+                fname=destination.name,
+                origin=url,
+                cache_dir=str(destination.parent),
+                cache_subdir=str(destination.parent),  # absolute: exactly this folder
+                force_download=True,
+            )
+    except Exception as exc:  # get_file re-raises urllib's error as a bare Exception
+        cause = exc.__context__ if isinstance(exc.__context__, urllib.error.URLError) else exc
+        if isinstance(cause, urllib.error.HTTPError):
+            raise DownloadFailed(f"{url} answered HTTP {cause.code} {cause.reason}.") from exc
+        reason = getattr(cause, "reason", None) or cause
         raise DownloadFailed(
             f"Could not download {url}: {reason}. Without internet, fetch the file on another "
             f"machine and copy it to {target} (or pass its path with --weights)."
         ) from exc
-    if total is not None and received != total:
-        raise DownloadFailed(f"The download of {url} stopped after {received} of {total} bytes.")
 
 
-def _content_length(response: object) -> int | None:
-    value = getattr(response, "headers", {}).get("Content-Length")
-    return int(value) if value and value.isdigit() else None
+@contextmanager
+def _network_timeout(seconds: float) -> Iterator[None]:
+    """get_file takes no timeout; urllib uses the socket default (this is a one-shot CLI)."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
 
 
-def _copy(
-    response: object, destination: Path, total: int | None, progress: bool, label: str
-) -> int:
-    received = 0
-    with (
-        destination.open("wb") as out,
-        tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar,
-    ):
-        while chunk := response.read(_CHUNK):  # type: ignore[attr-defined]
-            out.write(chunk)
-            received += len(chunk)
-            bar.update(len(chunk))
-    return received
+@contextmanager
+def _keras_progress(shown: bool) -> Iterator[None]:
+    """get_file always draws Keras's progress bar; hide it (and its prints) when asked."""
+    import keras
+
+    before = keras.config.is_interactive_logging_enabled()
+    if not shown:
+        keras.config.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if before:
+            keras.config.enable_interactive_logging()
 
 
 def _check_architecture(architecture: str) -> None:
