@@ -392,6 +392,11 @@ class MoodService:
         others = [e for e, _ in face.ranked() if e != face.emotion and e in EMOTIONS]
         return CorrectionOffer(ref, face.emotion, tuple(others[:SUGGESTIONS]), EMOTIONS)
 
+    def can_correct(self, who: Sender, ref: str) -> bool:
+        """Whether `ref` was signed for this person and is still within the window."""
+        verified = self.signer.verify(who.platform, who.user_id, ref)
+        return verified is not None and self._clock() - verified.issued_at <= self.correction_window
+
     @_use_case
     async def correct(self, who: Sender, ref: str, choice: str) -> Reply:
         """Replace the mood of an analysis by the one its owner chose, and pick music again.

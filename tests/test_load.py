@@ -50,7 +50,7 @@ def kind_of(call: Call) -> str:
     """What an answer to a selfie is; anything else fails the test."""
     for kind, starts in ANSWER_STARTS.items():
         if call.text.startswith(starts):
-            assert bool(call.buttons) == (kind == "analysed"), call.text
+            assert bool(call.link_buttons) == (kind == "analysed"), call.text
             return kind
     raise AssertionError(f"not an answer to a selfie: {call.text[:80]!r}")
 

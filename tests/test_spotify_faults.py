@@ -126,7 +126,8 @@ async def test_slow_spotify_through_the_telegram_bot(
             music.close()
     assert answer.at - sent < PROMISE_S
     assert answer.text.startswith("You look happy") and FALLBACK_NOTE in answer.text
-    assert answer.buttons and all(b["url"].startswith(SEARCH_URL) for b in answer.buttons)
+    assert answer.link_buttons
+    assert all(b["url"].startswith(SEARCH_URL) for b in answer.link_buttons)
     assert photo["photo"]
 
 

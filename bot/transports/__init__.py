@@ -12,6 +12,9 @@ from collections.abc import Iterable
 from typing import Protocol
 from urllib.parse import quote
 
+from bot.texts import emotion_name
+from ml.labels import EMOJI
+
 
 class StartupError(Exception):
     """A chat platform could not be started."""
@@ -71,6 +74,11 @@ def fit(text: str, limit: int) -> str:
         return text
     cut = text.rfind("\n", 0, limit - 1)
     return text[: cut if cut > limit // 2 else limit - 1].rstrip() + "…"
+
+
+def mood_button_label(lang: str, emotion: str) -> str:
+    """A "Not quite?" button: the mood's emoji and name, e.g. '😢 sad'."""
+    return f"{EMOJI.get(emotion, '')} {emotion_name(lang, emotion)}".strip()
 
 
 def guess_image_type(mime_type: str | None, filename: str | None) -> str | None:

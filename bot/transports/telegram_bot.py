@@ -26,6 +26,7 @@ from aiohttp import web
 from telegram import (
     Bot,
     BotCommand,
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -62,11 +63,12 @@ from tenacity import (
 )
 
 from bot.core import DownloadFailed, MoodService, Reply, Sender, Upload, history_limit
-from bot.music import Recommendation
+from bot.correction import MORE, PREFIX, button_data, parse_button
 from bot.settings import TELEGRAM_API, Settings
 from bot.texts import COMMANDS, language_of, say
-from bot.transports import StartupError, fit
+from bot.transports import StartupError, fit, mood_button_label
 from ml.errors import ImageTooLarge
+from ml.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ DOWNLOAD_TIMEOUT_S = 30.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 FORGET = "forget"
 BUTTON_CHARS = 60
+MOODS_PER_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,33 @@ def pick_photo_size(
     return fitting[-1] if fitting else None
 
 
-def link_keyboard(links: Sequence[Recommendation]) -> InlineKeyboardMarkup | None:
-    """One URL button per music link, one per row."""
-    if not links:
-        return None
-    return InlineKeyboardMarkup.from_column(
-        [InlineKeyboardButton(fit(link.title, BUTTON_CHARS), url=link.url) for link in links]
+def reply_keyboard(reply: Reply, lang: str) -> InlineKeyboardMarkup | None:
+    """The music links, then "Not quite?": the likeliest other moods and "something else"."""
+    rows = [
+        [InlineKeyboardButton(fit(link.title, BUTTON_CHARS), url=link.url)] for link in reply.links
+    ]
+    offer = reply.correction
+    if offer is not None:
+        if offer.suggestions:
+            rows.append([_mood_button(lang, offer.ref, e) for e in offer.suggestions])
+        more = say(lang, "fix_more" if offer.suggestions else "fix_again")
+        rows.append([InlineKeyboardButton(more, callback_data=button_data(offer.ref, MORE))])
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def every_mood_keyboard(
+    keyboard: InlineKeyboardMarkup | None, lang: str, ref: str
+) -> InlineKeyboardMarkup:
+    """An answer's keyboard with its "Not quite?" rows replaced by every mood."""
+    kept = [row for row in keyboard.inline_keyboard if all(b.url for b in row)] if keyboard else []
+    moods = [_mood_button(lang, ref, emotion) for emotion in EMOTIONS]
+    rows = [moods[i : i + MOODS_PER_ROW] for i in range(0, len(moods), MOODS_PER_ROW)]
+    return InlineKeyboardMarkup([*kept, *rows])
+
+
+def _mood_button(lang: str, ref: str, emotion: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(
+        mood_button_label(lang, emotion), callback_data=button_data(ref, emotion)
     )
 
 
@@ -385,6 +409,7 @@ class TelegramHandlers:
             CommandHandler("mode", self.mode),
             CommandHandler("genre", self.genre),
             CallbackQueryHandler(self.forget_answer, pattern=rf"^{FORGET}:"),
+            CallbackQueryHandler(self.fix_answer, pattern=rf"^{PREFIX}:"),
             MessageHandler(filters.PHOTO & addressed, self.photo),
             MessageHandler(filters.Document.ALL & addressed, self.document),
             MessageHandler(filters.COMMAND & private, self.unknown),
@@ -471,7 +496,7 @@ class TelegramHandlers:
             reply = await self.service.show_history(who, limit)
         if message.chat.type == ChatType.PRIVATE or reply.error_code in ("rate_limited", "closed"):
             await self._reply(message, reply)
-        elif await self._send_privately(context.bot, int(who.user_id), reply):
+        elif await self._send_privately(context.bot, who, reply):
             await message.reply_text(say(who.language, "history_sent_privately"))
         else:
             url = f"https://t.me/{context.bot.username}?start=history"
@@ -529,6 +554,44 @@ class TelegramHandlers:
         await query.answer()
         await query.edit_message_text(reply.text)
 
+    # --- "Not quite?" -----------------------------------------------------------------------------
+
+    async def fix_answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A "Not quite?" button: show every mood, or correct the mood and edit the answer."""
+        query = update.callback_query
+        assert query and query.data is not None
+        who = sender_of(update)
+        parsed = parse_button(query.data)
+        if parsed is None or not isinstance(query.message, Message):
+            log.info("Ignored a malformed correction button on Telegram")
+            await query.answer()  # a silent ack: nothing for a tampered client to learn
+            return
+        ref, choice = parsed
+        if choice == MORE:
+            await self._show_every_mood(query, query.message, who, ref)
+            return
+        reply = await self.service.correct(who, ref, choice)
+        if reply.mute:
+            await query.answer()
+        elif not reply.ok:
+            await query.answer(reply.text, show_alert=True)
+        else:
+            await query.answer()
+            text = fit(reply.text, MessageLimit.MAX_TEXT_LENGTH)
+            await query.message.edit_text(text, reply_markup=reply_keyboard(reply, who.language))
+
+    async def _show_every_mood(
+        self, query: CallbackQuery, message: Message, who: Sender, ref: str
+    ) -> None:
+        """Swap the suggestions under an answer for every mood (for its owner only)."""
+        if not self.service.can_correct(who, ref):
+            log.info("Refused a correction list on Telegram: invalid or foreign button")
+            await query.answer(say(who.language, "correction_invalid"), show_alert=True)
+            return
+        await query.answer()
+        markup = every_mood_keyboard(message.reply_markup, who.language, ref)
+        await message.edit_reply_markup(markup)
+
     # --- preferences and texts --------------------------------------------------------------------
 
     async def mode(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -572,15 +635,19 @@ class TelegramHandlers:
         if reply.mute:
             return
         text = fit(reply.text, MessageLimit.MAX_TEXT_LENGTH)
-        await message.reply_text(text, reply_markup=link_keyboard(reply.links))
+        user = message.from_user
+        lang = language_of(user.language_code if user else None)
+        await message.reply_text(text, reply_markup=reply_keyboard(reply, lang))
         if reply.chart_png:
             await message.reply_photo(reply.chart_png)
 
-    async def _send_privately(self, bot: Bot, user_id: int, reply: Reply) -> bool:
+    async def _send_privately(self, bot: Bot, who: Sender, reply: Reply) -> bool:
         """Send a reply to the person's private chat; False when they never opened one."""
         text = fit(reply.text, MessageLimit.MAX_TEXT_LENGTH)
+        user_id = int(who.user_id)
         try:
-            await bot.send_message(user_id, text, reply_markup=link_keyboard(reply.links))
+            markup = reply_keyboard(reply, who.language)
+            await bot.send_message(user_id, text, reply_markup=markup)
         except (Forbidden, BadRequest) as exc:
             # Bots cannot open a private chat: the person has to start one first.
             if isinstance(exc, BadRequest) and "chat not found" not in exc.message.lower():

@@ -126,6 +126,16 @@ class Call:
         return [button for row in markup.get("inline_keyboard", []) for button in row]
 
     @property
+    def link_buttons(self) -> list[dict[str, Any]]:
+        """The buttons that open a URL (the music links)."""
+        return [button for button in self.buttons if "url" in button]
+
+    @property
+    def callback_buttons(self) -> list[dict[str, Any]]:
+        """The buttons that send callback data back to the bot."""
+        return [button for button in self.buttons if "callback_data" in button]
+
+    @property
     def reply_to(self) -> int | None:
         return (self.params.get("reply_parameters") or {}).get("message_id")
 
@@ -397,7 +407,9 @@ class FakeTelegram:
             if params.get("chat_id") in self.unreachable_users:
                 return _error(403, "Forbidden: bot can't initiate conversation with a user")
             result = self._bot_message(method, call)
-        elif method == "editMessageText":
+        elif method in ("editMessageText", "editMessageReplyMarkup"):
+            if (params.get("chat_id"), params.get("message_id")) not in self.messages:
+                return _error(400, "Bad Request: message to edit not found")
             result = self._edit(params)
         elif method == "getWebhookInfo":
             result = {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
@@ -463,8 +475,10 @@ class FakeTelegram:
         return message
 
     def _edit(self, params: dict[str, Any]) -> dict[str, Any]:
+        """editMessageText (new text and keyboard) or editMessageReplyMarkup (keyboard only)."""
         message = self.messages[(params["chat_id"], params["message_id"])]
-        message = {**message, "text": params.get("text", ""), "edit_date": int(time.time())}
+        text = params.get("text", message.get("text", ""))
+        message = {**message, "text": text, "edit_date": int(time.time())}
         message.pop("reply_markup", None)
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
