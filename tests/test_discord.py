@@ -22,10 +22,13 @@ from bot.music import MusicRecommender
 from bot.ratelimit import RateLimiter
 from bot.transports import StartupError
 from bot.transports.discord_bot import (
+    CorrectionView,
     DiscordConfig,
     DiscordTransport,
     ForgetConfirm,
     MoodBot,
+    MoodButton,
+    MoodMenu,
     interaction_sender,
 )
 from ml.engine import EmotionEngine
@@ -54,7 +57,7 @@ class Sent:
     @property
     def urls(self) -> list[str]:
         view = self.kwargs.get("view")
-        return [item.url for item in view.children] if view else []
+        return [item.url for item in view.children if getattr(item, "url", None)] if view else []
 
     @property
     def chart(self) -> bytes | None:
@@ -210,8 +213,10 @@ async def test_image_with_a_mention_gets_an_embed_with_link_buttons(
     sent = dpytest.get_message()
     assert sent.embeds[0].description.startswith("You look happy 😄 (")
     (kwargs,) = replies
-    urls = [item.url for item in kwargs["view"].children]
+    urls = [item.url for item in kwargs["view"].children if getattr(item, "url", None)]
     assert urls and all(url.startswith("https://open.spotify.com/search/") for url in urls)
+    assert isinstance(kwargs["view"], CorrectionView)  # "Not quite?" for the sender alone
+    assert kwargs["view"].owner == member(0)
     assert kwargs["mention_author"] is False
     assert await rows(history, member(0)) == [(str(channel().id), "happy")]
 
@@ -426,6 +431,63 @@ async def test_forget_asks_and_only_the_asker_can_confirm(
     await view.confirm.callback(pressing)  # type: ignore[arg-type]
     assert pressing.response.sent[0].kwargs["content"].startswith("Done: I deleted 1 mood")
     assert pressing.response.sent[0].kwargs["view"] is None
+    assert await rows(history, member(0)) == []
+
+
+async def test_not_quite_buttons_correct_the_mood_for_the_owner_only(
+    bot: MoodBot, history: AsyncHistory, photos: dict[str, Path]
+) -> None:
+    image = attachment(bot, photos["smile.jpg"], "image/jpeg")
+    asking = FakeInteraction(member(0), channel().id)
+    await invoke(bot, "mood", asking, image=image)
+    (answer,) = asking.followup.sent
+    view = answer.kwargs["view"]
+    assert isinstance(view, CorrectionView) and answer.urls
+    buttons = [item for item in view.children if isinstance(item, MoodButton)]
+    (menu,) = [item for item in view.children if isinstance(item, MoodMenu)]
+    assert len(buttons) == 3 and menu.placeholder == "Not quite? Something else…"
+    assert [o.value for o in menu.options][:3] == ["happy", "sad", "angry"]
+
+    stranger = FakeInteraction(member(1), channel_id=channel().id)
+    assert not await view.interaction_check(stranger)  # type: ignore[arg-type]
+    (refusal,) = stranger.answers
+    assert refusal.ephemeral and refusal.text == f"Only {member(0).mention} can change this."
+    assert await rows(history, member(0)) == [(str(channel().id), "happy")]
+
+    pressing = FakeInteraction(member(0), channel_id=channel().id)
+    assert await view.interaction_check(pressing)  # type: ignore[arg-type]
+    await buttons[0].callback(pressing)  # type: ignore[arg-type]
+    (edited,) = pressing.response.sent
+    chosen = buttons[0].emotion
+    assert edited.kwargs["edit"] and edited.text.startswith(f"Got it: you feel {chosen} ")
+    assert f"For a {chosen} mood" in edited.text
+    new_view = edited.kwargs["view"]
+    assert isinstance(new_view, CorrectionView) and new_view.owner == member(0)
+    assert await rows(history, member(0)) == [(str(channel().id), chosen)]
+
+    # "Something else": the menu of every mood.
+    (new_menu,) = [item for item in new_view.children if isinstance(item, MoodMenu)]
+    assert new_menu.placeholder == "Not quite? Change it"
+    new_menu._values = ["sad"]
+    choosing = FakeInteraction(member(0), channel_id=channel().id)
+    await new_menu.callback(choosing)  # type: ignore[arg-type]
+    assert choosing.response.sent[0].text.startswith("Got it: you feel sad 😢.")
+    (entry,) = await history.recent("discord", str(member(0).id))
+    assert (entry.emotion, entry.predicted) == ("sad", "happy")
+
+
+async def test_not_quite_on_discord_refuses_kindly_when_the_mood_is_gone(
+    bot: MoodBot, history: AsyncHistory, photos: dict[str, Path]
+) -> None:
+    image = attachment(bot, photos["smile.jpg"], "image/jpeg")
+    asking = FakeInteraction(member(0), channel().id, locale=discord.Locale.korean)
+    await invoke(bot, "mood", asking, image=image)
+    view = asking.followup.sent[0].kwargs["view"]
+    await bot.service.forget(interaction_sender(asking))  # type: ignore[arg-type]
+    pressing = FakeInteraction(member(0), channel().id, locale=discord.Locale.korean)
+    await view.choose(pressing, "sad")
+    (refusal,) = pressing.answers
+    assert refusal.ephemeral and refusal.text == "그 감정 기록은 이미 지워져서 바꿀 것이 없어요."
     assert await rows(history, member(0)) == []
 
 

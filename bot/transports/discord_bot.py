@@ -29,10 +29,12 @@ from bot.core import (
     Sender,
     Upload,
 )
+from bot.correction import CorrectionOffer
 from bot.music import Recommendation
 from bot.settings import Settings
-from bot.texts import COMMANDS, language_of, say
-from bot.transports import StartupError, fit, guess_image_type
+from bot.texts import COMMANDS, emotion_name, language_of, say
+from bot.transports import StartupError, fit, guess_image_type, mood_button_label
+from ml.labels import EMOJI
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ CHART_FILE = "moods.png"
 EMBED_CHARS = 4096
 BUTTON_CHARS = 80
 MAX_BUTTONS = 25
+LINK_BUTTONS = 15  # three rows; "Not quite?" takes the last two of Discord's five
 READY_TIMEOUT_S = 60.0
 FORGET_TIMEOUT_S = 120.0
 OK_COLOUR = discord.Colour.blurple()
@@ -109,22 +112,31 @@ def first_image(attachments: list[discord.Attachment]) -> discord.Attachment | N
     return attachments[0] if attachments else None
 
 
-def link_view(links: tuple[Recommendation, ...]) -> discord.ui.View:
+def add_links(view: discord.ui.View, links: tuple[Recommendation, ...]) -> discord.ui.View:
     """One link button per music suggestion."""
-    view = discord.ui.View(timeout=None)
     for link in links[:MAX_BUTTONS]:
         view.add_item(discord.ui.Button(label=fit(link.title, BUTTON_CHARS), url=link.url))
     return view
 
 
-def message_parts(reply: Reply) -> dict[str, Any]:
-    """A reply as send() keywords: one embed, link buttons, the chart as a file."""
-    embed = discord.Embed(
+def link_view(links: tuple[Recommendation, ...]) -> discord.ui.View:
+    return add_links(discord.ui.View(timeout=None), links)
+
+
+def embed_of(reply: Reply) -> discord.Embed:
+    return discord.Embed(
         description=fit(reply.text, EMBED_CHARS),
         colour=PROBLEM_COLOUR if reply.error_code else OK_COLOUR,
     )
+
+
+def message_parts(reply: Reply, view: discord.ui.View | None = None) -> dict[str, Any]:
+    """A reply as send() keywords: one embed, buttons (`view`, else links), the chart."""
+    embed = embed_of(reply)
     parts: dict[str, Any] = {"embed": embed}
-    if reply.links:
+    if view is not None:
+        parts["view"] = view
+    elif reply.links:
         parts["view"] = link_view(reply.links)
     if reply.chart_png:
         embed.set_image(url=f"attachment://{CHART_FILE}")
@@ -133,10 +145,14 @@ def message_parts(reply: Reply) -> dict[str, Any]:
 
 
 async def answer(
-    interaction: discord.Interaction, reply: Reply, *, ephemeral: bool = False
+    interaction: discord.Interaction,
+    reply: Reply,
+    *,
+    ephemeral: bool = False,
+    view: discord.ui.View | None = None,
 ) -> None:
     """Answer a slash command, whether or not it was deferred (always: never silence)."""
-    parts = message_parts(reply)
+    parts = message_parts(reply, view)
     if interaction.response.is_done():
         await interaction.followup.send(**parts, ephemeral=ephemeral)
     else:
@@ -184,10 +200,9 @@ class Selfies(commands.Cog):
         """Read the mood on a selfie."""
         with self.bot.in_flight.track():
             await interaction.response.defer(thinking=True)
-            reply = await self.service.analyze_selfie(
-                interaction_sender(interaction), upload_of(image)
-            )
-            await answer(interaction, reply)
+            who = interaction_sender(interaction)
+            reply = await self.service.analyze_selfie(who, upload_of(image))
+            await answer(interaction, reply, view=self._buttons(reply, interaction.user, who))
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -202,7 +217,15 @@ class Selfies(commands.Cog):
                 return
             async with message.channel.typing():
                 reply = await self.service.analyze_selfie(who, upload_of(attachment))
-            await self._reply(message, reply)
+            await self._reply(message, reply, self._buttons(reply, message.author, who))
+
+    def _buttons(
+        self, reply: Reply, owner: discord.abc.User, who: Sender
+    ) -> discord.ui.View | None:
+        """The music links and "Not quite?" buttons of a selfie answer (None: links only)."""
+        if reply.correction is None:
+            return None
+        return CorrectionView(self.service, self.bot, reply, owner, who.language)
 
     def _addressed(self, message: discord.Message) -> bool:
         """A DM, or a message that mentions me directly."""
@@ -210,9 +233,90 @@ class Selfies(commands.Cog):
         me = self.bot.user
         return message.guild is None or (me is not None and me in message.mentions)
 
-    async def _reply(self, message: discord.Message, reply: Reply) -> None:
+    async def _reply(
+        self, message: discord.Message, reply: Reply, view: discord.ui.View | None = None
+    ) -> None:
         if not reply.mute:
-            await message.reply(**message_parts(reply), mention_author=False)
+            await message.reply(**message_parts(reply, view), mention_author=False)
+
+
+class CorrectionView(discord.ui.View):
+    """Music links and "Not quite?" under a selfie answer: buttons for the likeliest other
+    moods and a menu of every mood. Only the selfie's owner can use them (the core checks the
+    signed ref too); a correction edits the answer in place."""
+
+    def __init__(
+        self, service: MoodService, bot: MoodBot, reply: Reply, owner: discord.abc.User, lang: str
+    ) -> None:
+        offer = reply.correction
+        assert offer is not None, "only answers with a correction offer get these buttons"
+        super().__init__(timeout=service.correction_window.total_seconds())
+        self.service = service
+        self.bot = bot
+        self.offer = offer
+        self.owner = owner
+        add_links(self, reply.links[:LINK_BUTTONS])
+        for emotion in offer.suggestions:
+            self.add_item(MoodButton(emotion, mood_button_label(lang, emotion)))
+        self.add_item(MoodMenu(offer, lang))
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Let only the selfie's owner press; others get an ephemeral word."""
+        if interaction.user.id == self.owner.id:
+            return True
+        lang = language_of(interaction.locale.value)
+        text = say(lang, "only_owner_can_fix", name=self.owner.mention)
+        await interaction.response.send_message(text, ephemeral=True)
+        return False
+
+    async def choose(self, interaction: discord.Interaction, emotion: str) -> None:
+        """Correct the mood, then edit the answer (or say privately why not)."""
+        with self.bot.in_flight.track():
+            who = interaction_sender(interaction)
+            reply = await self.service.correct(who, self.offer.ref, emotion)
+            if not reply.ok:
+                await interaction.response.send_message(reply.text, ephemeral=True)
+                return
+            self.stop()
+            view = CorrectionView(self.service, self.bot, reply, self.owner, who.language)
+            await interaction.response.edit_message(embed=embed_of(reply), view=view)
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
+    ) -> None:
+        """Log a failed press with its traceback and answer kindly."""
+        log.error("Discord correction button failed", exc_info=error)
+        await tell_kindly(interaction)
+
+
+class MoodButton(discord.ui.Button[CorrectionView]):
+    """One of the likeliest other moods."""
+
+    def __init__(self, emotion: str, label: str) -> None:
+        super().__init__(label=label, style=discord.ButtonStyle.secondary, row=3)
+        self.emotion = emotion
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        assert self.view is not None
+        await self.view.choose(interaction, self.emotion)
+
+
+class MoodMenu(discord.ui.Select[CorrectionView]):
+    """Every mood, for "something else"."""
+
+    def __init__(self, offer: CorrectionOffer, lang: str) -> None:
+        options = [
+            discord.SelectOption(
+                label=emotion_name(lang, emotion), value=emotion, emoji=EMOJI.get(emotion)
+            )
+            for emotion in offer.choices
+        ]
+        placeholder = say(lang, "fix_more" if offer.suggestions else "fix_again")
+        super().__init__(placeholder=placeholder, options=options, row=4)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        assert self.view is not None
+        await self.view.choose(interaction, self.values[0])
 
 
 class History(commands.Cog):
