@@ -165,6 +165,48 @@ async def test_face_photo_gets_boxes_emotion_links_and_is_not_stored(
     assert moods_in(history.path) == 0
 
 
+async def post_correction(
+    http: aiohttp.ClientSession, url: str, body: object, lang: str = "en"
+) -> tuple[int, dict]:
+    async with http.post(f"{url}/api/correct?lang={lang}", json=body) as response:
+        return response.status, await response.json()
+
+
+async def test_not_quite_on_the_web_changes_only_the_music(
+    web: str, http: aiohttp.ClientSession, history: AsyncHistory, astronaut_jpeg: bytes
+) -> None:
+    _, analysed = await post_photo(http, web, astronaut_jpeg)
+    ref = analysed["correction"]["ref"]
+    status, body = await post_correction(http, web, {"ref": ref, "emotion": "sad"})
+    assert status == 200 and body["ok"] is True, body
+    assert (body["emotion"], body["label"], body["emoji"]) == ("sad", "sad", "😢")
+    assert body["headline"] == "Got it: sad 😢. Here is music for that (nothing was saved)."
+    assert body["why"].startswith("🎵 For a sad mood, searched with")
+    assert body["links"] and body["links"] != analysed["links"]
+    assert body["correction"] == {"ref": ref}
+    status, body = await post_correction(http, web, {"ref": ref, "emotion": "놀람"}, lang="ko")
+    assert status == 200 and body["headline"].startswith("알겠어요: 놀람 😮.")
+    assert moods_in(history.path) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"ref": "1.abc.forged123456", "emotion": "sad"}, 403, "correction_invalid"),
+        ({"ref": None, "emotion": "sad"}, 400, "error"),
+        ({"emotion": "sad"}, 400, "error"),
+        (["not", "an", "object"], 400, "error"),
+        ({"ref": "x" * 5000, "emotion": "sad"}, 400, "error"),
+    ],
+    ids=["forged", "null-ref", "no-ref", "list", "huge"],
+)
+async def test_bad_corrections_on_the_web_are_refused(
+    web: str, http: aiohttp.ClientSession, body: object, status: int, code: str
+) -> None:
+    got, answer = await post_correction(http, web, body)
+    assert (got, answer["ok"], answer["error"]["code"]) == (status, False, code)
+
+
 async def test_raw_body_in_korean(
     web: str, http: aiohttp.ClientSession, astronaut_jpeg: bytes
 ) -> None:

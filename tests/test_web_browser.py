@@ -147,6 +147,45 @@ async def test_face_photo_shows_emotion_boxes_and_music_links(
     await wait_for(browser, lambda d: d.find_element("id", "emotion").text.lower() == "happy")
 
 
+async def test_clicking_a_mood_bar_changes_the_music_and_stores_nothing(
+    browser: Any, page_url: str, history: AsyncHistory, tmp_path: Path, astronaut_jpeg: bytes
+) -> None:
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    await open_page(browser, page_url)
+    await upload(browser, photo)
+    await wait_for(browser, visible("result"))
+
+    def links(driver: Any) -> list[str]:
+        return [a.get_attribute("href") for a in driver.find_elements("css selector", "#links a")]
+
+    before = await in_browser(links, browser)
+    pressed = await in_browser(
+        lambda: browser.find_element("css selector", "#scores button[aria-pressed='true']")
+    )
+    assert await in_browser(pressed.get_attribute, "data-emotion") == "happy"
+    sad = await in_browser(
+        lambda: browser.find_element("css selector", "#scores button[data-emotion='sad']")
+    )
+    await in_browser(sad.click)
+    await wait_for(browser, lambda d: d.find_element("id", "emotion").text.lower() == "sad")
+    headline = await in_browser(lambda: browser.find_element("id", "headline").text)
+    assert headline == "Got it: sad 😢. Here is music for that (nothing was saved)."
+    why = await in_browser(lambda: browser.find_element("id", "why").text)
+    assert why.startswith("🎵 For a sad mood, searched with")
+    after = await in_browser(links, browser)
+    assert after and after != before
+    assert all(href.startswith("https://open.spotify.com/search/") for href in after)
+    chosen = await in_browser(
+        lambda: browser.find_element("css selector", "#scores button[aria-pressed='true']")
+    )
+    assert await in_browser(chosen.get_attribute, "data-emotion") == "sad"
+    assert not await in_browser(lambda: browser.find_element("id", "error").is_displayed())
+    # Web analyses are anonymous: nothing was stored, before or after the correction.
+    stats = await history.correction_stats()
+    assert (stats.analyses, stats.corrections) == (0, 0)
+
+
 async def test_non_image_shows_the_error(browser: Any, page_url: str, tmp_path: Path) -> None:
     notes = tmp_path / "notes.jpg"
     notes.write_text("shopping list: milk, eggs\n")

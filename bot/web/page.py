@@ -19,6 +19,7 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "music": "Music for you",
         "why": "Why these songs",
         "faces": "Faces",
+        "fix_hint": "Not quite? Click the mood you really feel for music that fits it.",
         "again": "Try another photo",
         "privacy": "Your photo is analysed in memory and dropped right away: it is never stored, "
         "and this demo keeps no history.",
@@ -35,6 +36,7 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "music": "추천 음악",
         "why": "이 음악을 고른 이유",
         "faces": "얼굴",
+        "fix_hint": "아닌가요? 실제 기분을 누르면 그에 맞는 음악을 찾아 드려요.",
         "again": "다른 사진으로 해 보기",
         "privacy": "사진은 메모리에서 분석한 뒤 바로 버려요. 저장하지 않고, 이 데모는 기록도 "
         "남기지 않아요.",

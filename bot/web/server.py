@@ -44,7 +44,12 @@ STATUS = {
     "rate_limited": 429,
     "busy": 503,
     "closed": 503,
+    "bad_argument": 400,
+    "correction_invalid": 403,
+    "correction_expired": 410,
+    "correction_gone": 410,
 }
+MAX_CORRECTION_BYTES = 1024
 # No IP addresses in the access log: the demo is anonymous.
 ACCESS_LOG_FORMAT = '"%r" %s %b %Tfs'
 # Everything comes from this server: the browser enforces "no CDN, no fonts, no trackers".
@@ -90,6 +95,7 @@ def create_app(
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     app.router.add_get("/api/ui", ui)
     app.router.add_post("/api/analyze", analyze)
+    app.router.add_post("/api/correct", correct)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics_page)
@@ -156,13 +162,40 @@ async def analyze(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     lang = _language(request)
     upload = await _upload(request, request.app[MAX_BYTES])
-    who = Sender(platform="web", chat_id="web", user_id=_client(request), language=lang)
-    reply = await service.analyze_selfie(who, upload, remember=False)
+    reply = await service.analyze_selfie(_web_sender(request, lang), upload, remember=False)
     status = STATUS.get(reply.error_code, 500)
     response = web.json_response(reply_json(reply, lang), status=status, dumps=_dumps)
     if reply.error_code in ("busy", "closed"):
         response.headers["Retry-After"] = "5"
     return response
+
+
+async def correct(request: web.Request) -> web.Response:
+    """ "Not quite?" from the page: JSON {ref, emotion} in, music for that emotion out.
+
+    Web analyses are stored nowhere, so this changes only the music on the page.
+    """
+    lang = _language(request)
+    body = await _small_json(request)
+    ref, emotion = body.get("ref"), body.get("emotion")
+    if not isinstance(ref, str) or not isinstance(emotion, str):
+        return _error(lang, "error", 400, detail="ref and emotion are required")
+    reply = await request.app[SERVICE].correct(_web_sender(request, lang), ref, emotion)
+    return web.json_response(
+        correction_json(reply, lang), status=STATUS.get(reply.error_code, 500), dumps=_dumps
+    )
+
+
+async def _small_json(request: web.Request) -> dict[str, Any]:
+    """A JSON object body of at most MAX_CORRECTION_BYTES; {} for anything else."""
+    if request.content_length is not None and request.content_length > MAX_CORRECTION_BYTES:
+        return {}
+    raw = await request.content.read(MAX_CORRECTION_BYTES + 1)
+    try:
+        body = json.loads(raw) if len(raw) <= MAX_CORRECTION_BYTES else None
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 async def _upload(request: web.Request, limit: int) -> Upload:
@@ -209,16 +242,58 @@ async def _read_capped(read: Callable[[int], Awaitable[bytes]], limit: int) -> b
     return b"".join(chunks)
 
 
+def _web_sender(request: web.Request, lang: str) -> Sender:
+    return Sender(platform="web", chat_id="web", user_id=_client(request), language=lang)
+
+
+def _music_json(reply: Reply) -> dict[str, Any]:
+    """The music part of an answer, and the "Not quite?" ref that lets the page correct it."""
+    music = reply.music
+    assert music is not None
+    return {
+        "music": {
+            "source": music.source,
+            "mood": music.music_mood,
+            "mode": music.mode,
+            "keywords": list(music.keywords),
+            "genre": music.genre,
+            "fallback_reason": music.fallback_reason,
+        },
+        "links": [{"title": r.title, "url": r.url, "kind": r.kind} for r in reply.links],
+        "correction": {"ref": reply.correction.ref} if reply.correction else None,
+    }
+
+
+def _failure_json(reply: Reply, lang: str) -> dict[str, Any]:
+    return {"ok": False, "lang": lang, "error": {"code": reply.error_code, "message": reply.text}}
+
+
+def correction_json(reply: Reply, lang: str) -> dict[str, Any]:
+    """The answer to a correction: the chosen mood, the new headline, music and why."""
+    if not reply.ok:
+        return _failure_json(reply, lang)
+    headline, _, why = reply.text.partition("\n")
+    assert reply.music is not None
+    emotion = reply.music.emotion
+    return {
+        "ok": True,
+        "lang": lang,
+        "emotion": emotion,
+        "label": emotion_name(lang, emotion),
+        "emoji": EMOJI.get(emotion, ""),
+        "headline": headline,
+        "why": why,
+        **_music_json(reply),
+        "error": None,
+    }
+
+
 def reply_json(reply: Reply, lang: str) -> dict[str, Any]:
     """The JSON the page renders: the faces with their boxes, the mood, the music and why."""
     if not reply.ok:
-        return {
-            "ok": False,
-            "lang": lang,
-            "error": {"code": reply.error_code, "message": reply.text},
-        }
-    analysis, music = reply.analysis, reply.music
-    assert analysis is not None and analysis.primary is not None and music is not None
+        return _failure_json(reply, lang)
+    analysis = reply.analysis
+    assert analysis is not None and analysis.primary is not None
     # The core adds "not saved to anyone's history" when remember=False: true, but chat talk.
     text = reply.text.removesuffix("\n" + say(lang, "not_saved_other"))
     headline, _, why = text.partition("\n")
@@ -245,15 +320,7 @@ def reply_json(reply: Reply, lang: str) -> dict[str, Any]:
             }
             for face in analysis.faces
         ],
-        "music": {
-            "source": music.source,
-            "mood": music.music_mood,
-            "mode": music.mode,
-            "keywords": list(music.keywords),
-            "genre": music.genre,
-            "fallback_reason": music.fallback_reason,
-        },
-        "links": [{"title": r.title, "url": r.url, "kind": r.kind} for r in reply.links],
+        **_music_json(reply),
         "model": analysis.model,
         "error": None,
     }

@@ -5,7 +5,7 @@
 const LANG_KEY = "moodbot-lang";
 const KIND_ICON = { track: "♪", playlist: "☰", search: "🔍" };
 
-const state = { ui: null, lang: "en", file: null, previewUrl: null, busy: false };
+const state = { ui: null, lang: "en", file: null, previewUrl: null, busy: false, ref: null, face: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -123,11 +123,17 @@ function drawFaces(result) {
   overlay.replaceChildren(...shapes);
 }
 
-function drawScores(face) {
+// Each bar is a button: "Not quite?" — pressing it asks for music for that mood instead.
+function drawScores(face, chosen) {
   const rows = Object.entries(face.scores)
     .sort((a, b) => b[1] - a[1])
     .map(([emotion, p]) => {
       const row = document.createElement("li");
+      const bar = document.createElement("button");
+      bar.type = "button";
+      bar.dataset.emotion = emotion;
+      bar.setAttribute("aria-pressed", emotion === chosen ? "true" : "false");
+      bar.addEventListener("click", () => correct(emotion));
       const name = document.createElement("span");
       name.textContent = emotionName(emotion);
       const track = document.createElement("span");
@@ -139,7 +145,8 @@ function drawScores(face) {
       const pct = document.createElement("span");
       pct.className = "pct";
       pct.textContent = `${Math.round(p * 100)}%`;
-      row.append(name, track, pct);
+      bar.append(name, track, pct);
+      row.append(bar);
       return row;
     });
   $("scores").replaceChildren(...rows);
@@ -164,16 +171,49 @@ function drawLinks(links) {
   $("links").replaceChildren(...items);
 }
 
-function showResult(result) {
-  drawFaces(result);
+function showMood(result) {
   $("emoji").textContent = result.emoji;
   $("emotion").textContent = result.label;
   $("emotion").dataset.emotion = result.emotion;
   $("headline").textContent = result.headline;
   $("why").textContent = result.why;
-  drawScores(result.faces[0]);
   drawLinks(result.links);
+  state.ref = result.correction ? result.correction.ref : null;
+}
+
+function showResult(result) {
+  drawFaces(result);
+  showMood(result);
+  state.face = result.faces[0];
+  drawScores(state.face, result.emotion);
   $("result").hidden = false;
+}
+
+// "Not quite?": music for the mood the person says they feel (the web stores nothing).
+async function correct(emotion) {
+  if (!state.ref || state.busy) return;
+  $("error").hidden = true;
+  setBusy(true);
+  let result;
+  try {
+    const response = await fetch(`/api/correct?lang=${encodeURIComponent(state.lang)}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ref: state.ref, emotion }),
+    });
+    result = await response.json();
+  } catch {
+    setBusy(false);
+    showError(text("network"), "network");
+    return;
+  }
+  setBusy(false);
+  if (!result.ok) {
+    showError(result.error.message, result.error.code);
+    return;
+  }
+  showMood(result);
+  drawScores(state.face, result.emotion);
 }
 
 // --- the round trip ----------------------------------------------------------------------
