@@ -3,17 +3,21 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 STAMP := .venv/.synced
 
-.PHONY: run test lint format install browser
+.PHONY: run test lint format install browser servers
 
 run: $(STAMP)
 	$(UV) run --frozen moodbot run
 
-test: $(STAMP) browser
+test: $(STAMP) browser servers
 	$(UV) run --frozen pytest
 
 # The headless Chromium the web page's browser test drives (skipped without it).
 browser:
 	@bash scripts/install-browser.sh
+
+# PostgreSQL 15 and Redis: the tests start private servers of their own (skipped without them).
+servers:
+	@bash scripts/install-servers.sh
 
 lint: $(STAMP)
 	$(UV) run --frozen ruff check .

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from bot.core import MoodService, utc_now
-from bot.history import AsyncHistory, HistoryUnavailable
+from bot.history import History, HistoryUnavailable, open_history
 from bot.music import MusicRecommender, SpotifySearch
 from bot.settings import Settings
 from ml.engine import EmotionEngine
@@ -48,7 +48,7 @@ async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
     """The core with its resources, loaded once; everything is closed on the way out."""
     engine = await asyncio.to_thread(EmotionEngine.load, settings.model, settings.engine_config())
     try:
-        history = await AsyncHistory.open(settings.db_path)
+        history = await open_history(settings.database)
         music = build_music(settings)
         try:
             async with retention_purge(history, settings.retention_days):
@@ -69,7 +69,7 @@ async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
 
 
 async def purge_old_moods(
-    history: AsyncHistory, retention_days: int, *, clock: Callable[[], datetime] = utc_now
+    history: History, retention_days: int, *, clock: Callable[[], datetime] = utc_now
 ) -> int:
     """Delete the moods older than `retention_days` days; returns how many went."""
     deleted = await history.delete_older_than(clock() - timedelta(days=retention_days))
@@ -78,7 +78,7 @@ async def purge_old_moods(
 
 
 async def _keep_purging(
-    history: AsyncHistory, retention_days: int, every_s: float, clock: Callable[[], datetime]
+    history: History, retention_days: int, every_s: float, clock: Callable[[], datetime]
 ) -> None:
     while True:
         try:
@@ -91,7 +91,7 @@ async def _keep_purging(
 
 @asynccontextmanager
 async def retention_purge(
-    history: AsyncHistory,
+    history: History,
     retention_days: int,
     *,
     every_s: float = RETENTION_EVERY_S,

@@ -57,7 +57,10 @@ ModelOption = Annotated[
     typer.Option("--model", envvar="MOODBOT_MODEL", help="Model name or bundle directory."),
 ]
 DbOption = Annotated[
-    Path | None, typer.Option("--db", envvar="MOODBOT_DB", help="The SQLite history file.")
+    str | None,
+    typer.Option(
+        "--db", envvar="MOODBOT_DB", help="The history: a SQLite file or a postgresql:// URL."
+    ),
 ]
 
 
@@ -205,15 +208,22 @@ def stats(
     db: DbOption = None,
 ) -> None:
     """Analyses, "Not quite?" corrections and the predicted-vs-corrected matrix, from the DB."""
-    from bot.history import HistoryStore, HistoryUnavailable
+    from bot.history import HistoryUnavailable, is_postgres_url, open_history
     from bot.stats import since_days, stats_json, stats_text
 
     settings = _settings(MOODBOT_DB=db)
-    if not settings.db_path.exists():
-        raise _fail(f"no history database at {settings.db_path}")
+    if not is_postgres_url(settings.database) and not Path(settings.database).exists():
+        raise _fail(f"no history database at {settings.database}")
+
+    async def read_stats() -> Any:
+        history = await open_history(settings.database)
+        try:
+            return await history.correction_stats(since_days(days, datetime.now(UTC)))
+        finally:
+            await history.aclose()
+
     try:
-        with HistoryStore(settings.db_path) as store:
-            result = store.correction_stats(since_days(days, datetime.now(UTC)))
+        result = asyncio.run(read_stats())
     except HistoryUnavailable as exc:
         raise _fail(str(exc)) from None
     if as_json:

@@ -21,7 +21,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol
 from bot import texts
 from bot.chart import render_mood_chart
 from bot.correction import CorrectionOffer, RefSigner
-from bot.history import AsyncHistory, HistoryUnavailable, MoodEntry
+from bot.history import History, HistoryUnavailable, MoodEntry
 from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
 from bot.ratelimit import RateLimiter
 from bot.texts import emotion_name, percent, say
@@ -227,7 +227,7 @@ class MoodService:
         self,
         engine: EmotionEngine,
         music: MusicRecommender,
-        history: AsyncHistory,
+        history: History,
         *,
         group_window: timedelta = timedelta(hours=24),
         default_genre: str | None = None,

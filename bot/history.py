@@ -1,8 +1,11 @@
-"""Mood history: one SQLite row per analysed selfie (never the photo), plus user preferences.
+"""Mood history: one row per analysed selfie (never the photo), plus user preferences.
 
-`HistoryStore` is synchronous and bound to the thread that opened it (sqlite3 connections are).
-`AsyncHistory` owns one store inside a dedicated worker thread so that coroutines can use it
-without ever blocking the event loop.
+Two backends behind one async interface (`History`), chosen by `open_history(MOODBOT_DB)`:
+- SQLite (the default, a file path): `HistoryStore` is synchronous and bound to the thread that
+  opened it (sqlite3 connections are); `AsyncHistory` owns one store inside a dedicated worker
+  thread so that coroutines can use it without ever blocking the event loop.
+- PostgreSQL (a postgresql:// URL): `bot.history_pg.PostgresHistory`, for several replicas.
+Validation, row mapping and the SQL both engines understand live here, once.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ import functools
 import logging
 import numbers
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 from sqlite_utils import Database, Migrations
 
@@ -39,6 +42,7 @@ class HistoryUnavailable(Exception):
     """The mood history database cannot be used right now."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
+        # `path` is a file, or a PostgreSQL URL without its password (redacted_url()).
         super().__init__(f"{(self.__doc__ or '').rstrip('.')} ({path}: {reason})")
         self.path = str(path)
         self.reason = reason
@@ -226,6 +230,12 @@ def _to_row(entry: MoodEntry) -> dict[str, Any]:
     }
 
 
+def _datetime(value: str | datetime) -> datetime:
+    # SQLite keeps ISO-8601 text, PostgreSQL a timestamptz: both come back as aware UTC.
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(UTC)
+
+
 def _from_row(row: dict[str, Any]) -> MoodEntry:
     return MoodEntry(
         platform=row["platform"],
@@ -234,15 +244,178 @@ def _from_row(row: dict[str, Any]) -> MoodEntry:
         emotion=row["emotion"],
         confidence=row["confidence"],
         face_count=row["face_count"],
-        created_at=datetime.fromisoformat(row["created_at"]),
+        created_at=_datetime(row["created_at"]),
         predicted=row["predicted"],
         id=row["id"],
     )
 
 
+def _check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    return min(limit, MAX_RECENT)
+
+
+def _checked_preferences(
+    platform: str, user_id: str, mode: str | _Unset, genre: str | _Unset | None
+) -> tuple[str | _Unset, str | _Unset | None]:
+    """Validate a set_preferences() call; returns (mode, genre) with the genre trimmed."""
+    if platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
+    _require_text("user_id", user_id)
+    if mode is not _UNSET and mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if genre is not _UNSET and genre is not None:
+        genre = _require_text("genre", genre).strip()
+    return mode, genre
+
+
+def _merged(current: Preferences, mode: str | _Unset, genre: str | _Unset | None) -> Preferences:
+    return Preferences(
+        mode=current.mode if mode is _UNSET else mode,
+        genre=current.genre if genre is _UNSET else genre,
+    )
+
+
+# --- SQL both backends run -----------------------------------------------------------------------
+# Written with `?` placeholders in SQL that SQLite and PostgreSQL both understand; the PostgreSQL
+# backend swaps in psycopg's `%s` (bot/history_pg.py). Timestamps are passed as the ISO-8601 text
+# _timestamp() makes: SQLite compares it as text (fixed width, UTC: it sorts in time order), and
+# PostgreSQL casts it to timestamptz.
+
 _ENTRY_COLUMNS = (
     "platform, chat_id, user_id, emotion, confidence, face_count, created_at, predicted, id"
 )
+
+SQL_RECENT = (
+    f"SELECT {_ENTRY_COLUMNS} FROM moods WHERE platform = ? AND user_id = ?"
+    " ORDER BY created_at DESC, id DESC LIMIT ?"
+)
+SQL_MOOD_COUNTS = (
+    "SELECT emotion, COUNT(*) AS n FROM moods"
+    " WHERE platform = ? AND user_id = ? AND created_at >= ?"
+    " GROUP BY emotion ORDER BY n DESC, emotion"
+)
+SQL_CHAT_LATEST = (
+    f"SELECT {_ENTRY_COLUMNS} FROM ("
+    f" SELECT {_ENTRY_COLUMNS}, ROW_NUMBER() OVER ("
+    "  PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS position"
+    " FROM moods WHERE platform = ? AND chat_id = ? AND created_at >= ?"
+    ") AS latest WHERE position = 1 ORDER BY created_at DESC, id DESC"
+)
+SQL_OWN_RECENT_ENTRY = (
+    f"SELECT {_ENTRY_COLUMNS} FROM moods"
+    " WHERE id = ? AND platform = ? AND user_id = ? AND created_at >= ?"
+)
+SQL_CORRECT = "UPDATE moods SET emotion = ?, predicted = ?, corrected_at = ? WHERE id = ?"
+SQL_FORGET_MOODS = "DELETE FROM moods WHERE platform = ? AND user_id = ?"
+SQL_FORGET_PREFERENCES = "DELETE FROM preferences WHERE platform = ? AND user_id = ?"
+SQL_DELETE_OLDER = "DELETE FROM moods WHERE created_at < ?"
+SQL_GET_PREFERENCES = "SELECT mode, genre FROM preferences WHERE platform = ? AND user_id = ?"
+SQL_SET_PREFERENCES = (
+    "INSERT INTO preferences (platform, user_id, mode, genre) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (platform, user_id) DO UPDATE SET mode = excluded.mode, genre = excluded.genre"
+)
+
+
+def correction_params(before: MoodEntry, emotion: str, at: datetime) -> list[Any]:
+    """SQL_CORRECT's parameters: the model's reading is kept; correcting back to it clears it."""
+    assert before.id is not None
+    predicted = before.predicted or before.emotion
+    corrected = emotion != predicted
+    return [
+        emotion,
+        predicted if corrected else None,
+        _timestamp("at", at) if corrected else None,
+        before.id,
+    ]
+
+
+def correction_stats_sql(since: datetime | None) -> tuple[str, list[Any]]:
+    """The query behind correction_stats(), with its parameters."""
+    where, args = ("WHERE created_at >= ?", [_timestamp("since", since)]) if since else ("", [])
+    sql = (
+        "SELECT COALESCE(predicted, emotion) AS read, emotion, predicted IS NOT NULL"
+        f" AS corrected, COUNT(*) AS n FROM moods {where} GROUP BY 1, 2, 3"
+    )
+    return sql, args
+
+
+def correction_stats_from(rows: Iterable[dict[str, Any]]) -> CorrectionStats:
+    predicted: dict[str, int] = {}
+    matrix: dict[tuple[str, str], int] = {}
+    for row in rows:
+        predicted[row["read"]] = predicted.get(row["read"], 0) + row["n"]
+        if row["corrected"]:
+            matrix[(row["read"], row["emotion"])] = row["n"]
+    return CorrectionStats(
+        analyses=sum(predicted.values()),
+        corrections=sum(matrix.values()),
+        predicted=dict(sorted(predicted.items(), key=lambda item: (-item[1], item[0]))),
+        matrix=dict(sorted(matrix.items(), key=lambda item: (-item[1], item[0]))),
+    )
+
+
+def insert_sql(table: str, row: dict[str, Any]) -> str:
+    """An INSERT of exactly the row's columns, returning the new id."""
+    columns = ", ".join(row)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))}) RETURNING id"
+
+
+class History(Protocol):
+    """What the core needs from a mood history, whichever database holds it."""
+
+    @property
+    def location(self) -> str:
+        """Where the history lives: a file, or a URL without its password."""
+        ...
+
+    async def record(self, entry: MoodEntry) -> int: ...
+    async def recent(self, platform: str, user_id: str, limit: int = 10) -> list[MoodEntry]: ...
+    async def mood_counts(self, platform: str, user_id: str, since: datetime) -> dict[str, int]: ...
+    async def chat_latest_moods(
+        self, platform: str, chat_id: str, since: datetime
+    ) -> dict[str, MoodEntry]: ...
+    async def correct_mood(
+        self,
+        row_id: int,
+        platform: str,
+        user_id: str,
+        emotion: str,
+        *,
+        since: datetime,
+        at: datetime,
+    ) -> MoodEntry | None: ...
+    async def correction_stats(self, since: datetime | None = None) -> CorrectionStats: ...
+    async def forget_user(self, platform: str, user_id: str) -> int: ...
+    async def delete_older_than(self, cutoff: datetime) -> int: ...
+    async def get_preferences(self, platform: str, user_id: str) -> Preferences: ...
+    async def set_preferences(
+        self,
+        platform: str,
+        user_id: str,
+        *,
+        mode: str | _Unset = _UNSET,
+        genre: str | _Unset | None = _UNSET,
+    ) -> Preferences: ...
+    async def probe(self) -> str | None:
+        """None when the database takes a write now, else why not (for /healthz)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def is_postgres_url(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
+async def open_history(target: str | Path, **options: Any) -> History:
+    """A PostgreSQL history for a postgresql:// URL, else a SQLite file at that path."""
+    if is_postgres_url(target):
+        from bot.history_pg import PostgresHistory  # psycopg loads only when used
+
+        return await PostgresHistory.open(str(target), **options)
+    return await AsyncHistory.open(Path(target), **options)
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -341,24 +514,13 @@ class HistoryStore:
     @_guarded
     def recent(self, platform: str, user_id: str, limit: int = 10) -> list[MoodEntry]:
         """Return a user's latest entries, newest first (at most MAX_RECENT)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        rows = self._db.query(
-            f"SELECT {_ENTRY_COLUMNS} FROM moods WHERE platform = ? AND user_id = ?"
-            " ORDER BY created_at DESC, id DESC LIMIT ?",
-            [platform, user_id, min(limit, MAX_RECENT)],
-        )
+        rows = self._db.query(SQL_RECENT, [platform, user_id, _check_limit(limit)])
         return [_from_row(row) for row in rows]
 
     @_guarded
     def mood_counts(self, platform: str, user_id: str, since: datetime) -> dict[str, int]:
         """Count a user's entries per emotion since `since`, most frequent first."""
-        rows = self._db.query(
-            "SELECT emotion, COUNT(*) AS n FROM moods"
-            " WHERE platform = ? AND user_id = ? AND created_at >= ?"
-            " GROUP BY emotion ORDER BY n DESC, emotion",
-            [platform, user_id, _timestamp("since", since)],
-        )
+        rows = self._db.query(SQL_MOOD_COUNTS, [platform, user_id, _timestamp("since", since)])
         return {row["emotion"]: row["n"] for row in rows}
 
     @_guarded
@@ -366,14 +528,7 @@ class HistoryStore:
         self, platform: str, chat_id: str, since: datetime
     ) -> dict[str, MoodEntry]:
         """Return each chat member's latest entry since `since` (user_id -> entry), newest first."""
-        rows = self._db.query(
-            f"SELECT {_ENTRY_COLUMNS} FROM ("
-            f" SELECT {_ENTRY_COLUMNS}, ROW_NUMBER() OVER ("
-            "  PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS position"
-            " FROM moods WHERE platform = ? AND chat_id = ? AND created_at >= ?"
-            ") WHERE position = 1 ORDER BY created_at DESC, id DESC",
-            [platform, chat_id, _timestamp("since", since)],
-        )
+        rows = self._db.query(SQL_CHAT_LATEST, [platform, chat_id, _timestamp("since", since)])
         return {row["user_id"]: _from_row(row) for row in rows}
 
     @_guarded
@@ -394,53 +549,20 @@ class HistoryStore:
         or older than `since`) exists: then nothing changed.
         """
         _require_text("emotion", emotion)
+        where = [row_id, platform, user_id, _timestamp("since", since)]
         with self._write():
-            rows = list(
-                self._db.query(
-                    f"SELECT {_ENTRY_COLUMNS} FROM moods WHERE id = ? AND platform = ?"
-                    " AND user_id = ? AND created_at >= ?",
-                    [row_id, platform, user_id, _timestamp("since", since)],
-                )
-            )
+            rows = list(self._db.query(SQL_OWN_RECENT_ENTRY, where))
             if not rows:
                 return None
             before = _from_row(rows[0])
-            predicted = before.predicted or before.emotion
-            corrected = emotion != predicted
-            self._db.execute(
-                "UPDATE moods SET emotion = ?, predicted = ?, corrected_at = ? WHERE id = ?",
-                [
-                    emotion,
-                    predicted if corrected else None,
-                    _timestamp("at", at) if corrected else None,
-                    row_id,
-                ],
-            )
+            self._db.execute(SQL_CORRECT, correction_params(before, emotion, at))
         return before
 
     @_guarded
     def correction_stats(self, since: datetime | None = None) -> CorrectionStats:
         """How often people corrected the model since `since` (all time when None)."""
-        where, args = ("WHERE created_at >= ?", [_timestamp("since", since)]) if since else ("", [])
-        rows = list(
-            self._db.query(
-                "SELECT COALESCE(predicted, emotion) AS read, emotion, predicted IS NOT NULL"
-                f" AS corrected, COUNT(*) AS n FROM moods {where} GROUP BY 1, 2, 3",
-                args,
-            )
-        )
-        predicted: dict[str, int] = {}
-        matrix: dict[tuple[str, str], int] = {}
-        for row in rows:
-            predicted[row["read"]] = predicted.get(row["read"], 0) + row["n"]
-            if row["corrected"]:
-                matrix[(row["read"], row["emotion"])] = row["n"]
-        return CorrectionStats(
-            analyses=sum(predicted.values()),
-            corrections=sum(matrix.values()),
-            predicted=dict(sorted(predicted.items(), key=lambda item: (-item[1], item[0]))),
-            matrix=dict(sorted(matrix.items(), key=lambda item: (-item[1], item[0]))),
-        )
+        sql, args = correction_stats_sql(since)
+        return correction_stats_from(self._db.query(sql, args))
 
     @_guarded
     def forget_user(self, platform: str, user_id: str) -> int:
@@ -448,10 +570,9 @@ class HistoryStore:
 
         Returns the number of mood rows deleted.
         """
-        where = "platform = ? AND user_id = ?"
         with self._write():
-            deleted = self._db.execute(f"DELETE FROM moods WHERE {where}", [platform, user_id])
-            self._db.execute(f"DELETE FROM preferences WHERE {where}", [platform, user_id])
+            deleted = self._db.execute(SQL_FORGET_MOODS, [platform, user_id])
+            self._db.execute(SQL_FORGET_PREFERENCES, [platform, user_id])
         logger.info("Forgot %d moods of %s:%s", deleted.rowcount, platform, user_id)
         return deleted.rowcount
 
@@ -459,21 +580,14 @@ class HistoryStore:
     def delete_older_than(self, cutoff: datetime) -> int:
         """Delete every entry created before `cutoff`; returns the number deleted."""
         with self._write():
-            deleted = self._db.execute(
-                "DELETE FROM moods WHERE created_at < ?", [_timestamp("cutoff", cutoff)]
-            )
+            deleted = self._db.execute(SQL_DELETE_OLDER, [_timestamp("cutoff", cutoff)])
         logger.info("Deleted %d moods older than %s", deleted.rowcount, cutoff)
         return deleted.rowcount
 
     @_guarded
     def get_preferences(self, platform: str, user_id: str) -> Preferences:
         """Return a user's preferences, or the defaults when they have none."""
-        rows = list(
-            self._db.query(
-                "SELECT mode, genre FROM preferences WHERE platform = ? AND user_id = ?",
-                [platform, user_id],
-            )
-        )
+        rows = list(self._db.query(SQL_GET_PREFERENCES, [platform, user_id]))
         return Preferences(**rows[0]) if rows else Preferences()
 
     @_guarded
@@ -486,23 +600,10 @@ class HistoryStore:
         genre: str | _Unset | None = _UNSET,
     ) -> Preferences:
         """Change only the given preferences (genre=None clears it); returns the result."""
-        if platform not in PLATFORMS:
-            raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
-        _require_text("user_id", user_id)
-        if mode is not _UNSET and mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if genre is not _UNSET and genre is not None:
-            genre = _require_text("genre", genre).strip()
+        mode, genre = _checked_preferences(platform, user_id, mode, genre)
         with self._write():
-            current = self.get_preferences(platform, user_id)
-            updated = Preferences(
-                mode=current.mode if mode is _UNSET else mode,
-                genre=current.genre if genre is _UNSET else genre,
-            )
-            self._db.table("preferences").upsert(
-                {"platform": platform, "user_id": user_id, **asdict(updated)},
-                pk=("platform", "user_id"),
-            )
+            updated = _merged(self.get_preferences(platform, user_id), mode, genre)
+            self._db.execute(SQL_SET_PREFERENCES, [platform, user_id, updated.mode, updated.genre])
         return updated
 
     def close(self) -> None:
@@ -522,6 +623,29 @@ class HistoryStore:
 
     def __repr__(self) -> str:
         return f"<HistoryStore {str(self.path)!r} read_only={self.read_only}>"
+
+
+def probe_database(path: Path, timeout: float = 1.0) -> str | None:
+    """None when a write transaction can start on the file now, else why not.
+
+    A separate short-lived connection takes the write lock and gives it straight back:
+    nothing is written, and a database locked by a stuck writer counts as not writable.
+    """
+    try:
+        # mode=rw: never create a missing database file while checking it.
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout, isolation_level=None
+        )
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        connection.close()
+    return None
 
 
 # --- asyncio facade ------------------------------------------------------------------------------
@@ -554,6 +678,16 @@ class AsyncHistory:
     def path(self) -> Path:
         """The database file."""
         return self._store.path
+
+    @property
+    def location(self) -> str:
+        return str(self._store.path)
+
+    async def probe(self) -> str | None:
+        """None when a write transaction can start on the file now, else why not."""
+        # Its own short-lived connection, off the database thread: a stuck writer there must
+        # show up as "not writable", not hang the check behind it.
+        return await asyncio.to_thread(probe_database, self._store.path)
 
     async def _call(self, fn_name: str, *args: Any, **kwargs: Any) -> Any:
         # Every store call goes through the one worker thread that owns the connection.

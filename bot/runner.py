@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from bot.core import MoodService
 from bot.ratelimit import RateLimiter
@@ -83,6 +84,8 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.button_secret,
     )
     secrets = [value.get_secret_value() for value in fields if value is not None]
+    # Passwords inside server URLs (postgresql://bot:PASSWORD@host/db).
+    secrets += [password for url in settings.server_urls if (password := urlsplit(url).password)]
     if settings.telegram_bot_token is not None:
         # The part after "<bot id>:" is the real secret; hide it wherever it shows up alone.
         secrets.append(settings.telegram_bot_token.get_secret_value().partition(":")[2])

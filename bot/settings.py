@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     # 2 s leaves room for the rest of the reply inside the 3 s we promise when Spotify is slow.
     music_deadline_s: float = Field(2.0, gt=0, le=30, alias="MOODBOT_MUSIC_DEADLINE_S")
 
-    db_path: Path = Field(Path("moodbot.db"), alias="MOODBOT_DB")
+    # A SQLite file (the default), or a postgresql:// URL for several replicas (docs/DEPLOY.md).
+    # repr=False: a URL may hold a password.
+    database: str = Field("moodbot.db", min_length=1, repr=False, alias="MOODBOT_DB")
     model: str = Field(DEFAULT_MODEL, alias="MOODBOT_MODEL")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, alias="MOODBOT_MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(50_000_000, gt=0, alias="MOODBOT_MAX_IMAGE_PIXELS")
@@ -96,6 +98,11 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `.env.example` copies leave keys present but empty: treat them as not configured.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("telegram_base_url", "telegram_base_file_url")
     @classmethod
@@ -144,6 +151,11 @@ class Settings(BaseSettings):
         if self.telegram_base_file_url:
             return self.telegram_base_file_url
         return self.telegram_base_url.removesuffix("/bot") + "/file/bot"
+
+    @property
+    def server_urls(self) -> list[str]:
+        """The URLs of the database and other servers, which may hold passwords."""
+        return [self.database] if "://" in self.database else []
 
     @property
     def spotify_configured(self) -> bool:

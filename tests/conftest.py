@@ -18,6 +18,7 @@ from bot.history import AsyncHistory
 from ml.engine import EmotionEngine, EngineConfig
 from ml.models import FER_LABELS
 from tests.fakes.telegram import FakeTelegram
+from tests.servers import PostgresServer, RedisServer, postgres_server, redis_server
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
@@ -127,3 +128,37 @@ def tiny_fer(tmp_path_factory) -> Path:
             Image.fromarray(pixels).save(root / label / f"{i}.png")
     (root / "happy" / "broken.png").write_bytes(b"not a png")
     return root
+
+
+# --- real servers (tests/servers.py) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (private, or MOODBOT_TEST_POSTGRES_URL)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database of its own for each test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """One Redis server for the session (private, or MOODBOT_TEST_REDIS_URL)."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_session: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    if redis_session.private and not redis_session.ping():
+        redis_session.start()  # a test before this one killed it
+    redis_session.flush()
+    return redis_session.url

@@ -29,7 +29,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_need_no_configuration() -> None:
     settings = load_settings()
-    assert settings.db_path == Path("moodbot.db")
+    assert settings.database == "moodbot.db"
     assert settings.model == "moodnet"
     assert settings.telegram_bot_token is None and not settings.spotify_configured
 
@@ -39,7 +39,7 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("MOODBOT_DB", "/data/moods.db")
     monkeypatch.setenv("MOODBOT_QUEUE_SIZE", "7")
     settings = load_settings()
-    assert settings.db_path == Path("/data/moods.db")
+    assert settings.database == "/data/moods.db"
     assert settings.engine_config().queue_size == 7
     assert settings.spotify_configured
     assert SECRET not in repr(settings) and SECRET not in str(settings.model_dump())
@@ -79,3 +79,14 @@ def test_half_spotify_configuration_is_refused_without_echoing_the_secret(
     with pytest.raises(SettingsError, match="must be set together") as caught:
         load_settings()
     assert SECRET not in str(caught.value)
+
+
+def test_a_database_url_keeps_its_password_out_of_repr_and_logs() -> None:
+    from bot.runner import secrets_of
+
+    url = "postgresql://bot:pg-s3cret@db.internal:5432/moods"
+    settings = load_settings(MOODBOT_DB=url)
+    assert settings.database == url
+    assert "pg-s3cret" not in repr(settings)
+    assert "pg-s3cret" in secrets_of(settings)  # the log redactor hides it
+    assert "pg-s3cret" not in secrets_of(load_settings(MOODBOT_DB="moods.db"))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bot.core import MoodService
@@ -47,36 +45,13 @@ class Health:
         }
 
 
-def probe_database(path: Path, timeout: float = DB_PROBE_TIMEOUT_S) -> str | None:
-    """None when a write transaction can start on the file now, else why not.
-
-    A separate short-lived connection takes the write lock and gives it straight back:
-    nothing is written, and a database locked by a stuck writer counts as not writable.
-    """
-    try:
-        # mode=rw: never create a missing database file while checking it.
-        connection = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout, isolation_level=None
-        )
-    except sqlite3.Error as exc:
-        return str(exc)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        return str(exc)
-    finally:
-        connection.close()
-    return None
-
-
 async def check_health(
     service: MoodService, states: TransportStates | None = None, *, exclude: str | None = None
 ) -> Health:
-    """Check every part; the database probe runs in a thread, bounded by its timeout."""
+    """Check every part; the probe of the database the history really uses is bounded."""
     try:
         async with asyncio.timeout(DB_PROBE_TIMEOUT_S * 2 + 1):
-            db_error = await asyncio.to_thread(probe_database, Path(service.history.path))
+            db_error = await service.history.probe()
     except TimeoutError:
         db_error = "the database check timed out"
     transports = states.snapshot() if states else {}

@@ -1,0 +1,334 @@
+"""Mood history on PostgreSQL, for several replicas sharing one database.
+
+The same methods, validation and SQL as the SQLite history (bot/history.py), run on an async
+psycopg 3 connection pool. Why psycopg 3 and not asyncpg: it speaks the same DB-API style and
+`?`-free parameter passing the shared SQL is written for (asyncpg wants `$1`), its pool checks a
+connection before lending it (so a restarted server costs one retry, not a burst of errors), and
+one library serves the async bot and the synchronous `moodbot db copy`.
+
+Schema changes are numbered steps (MIGRATIONS), applied at start inside one transaction under a
+PostgreSQL advisory lock: replicas starting together wait for each other, and each step runs
+exactly once. The retention purge takes another advisory lock without waiting, so one replica
+purges at a time and the others skip that round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from bot.history import (
+    _UNSET,
+    SQL_CHAT_LATEST,
+    SQL_DELETE_OLDER,
+    SQL_FORGET_MOODS,
+    SQL_FORGET_PREFERENCES,
+    SQL_GET_PREFERENCES,
+    SQL_MOOD_COUNTS,
+    SQL_RECENT,
+    SQL_SET_PREFERENCES,
+    HistoryUnavailable,
+    MoodEntry,
+    Preferences,
+    _check_limit,
+    _checked_preferences,
+    _from_row,
+    _merged,
+    _timestamp,
+    _to_row,
+    _Unset,
+    _validate,
+    insert_sql,
+)
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys: any 64-bit numbers, fixed forever, used by nothing else in the database.
+MIGRATION_LOCK = 0x6D6F_6F64_0001
+RETENTION_LOCK = 0x6D6F_6F64_0002
+
+DEFAULT_POOL_SIZE = 10
+# How long a call waits for a connection before the bot answers "history unavailable": short,
+# because a chat user is waiting behind it.
+DEFAULT_TIMEOUT_S = 3.0
+STATEMENT_TIMEOUT_MS = 10_000
+
+# --- schema --------------------------------------------------------------------------------------
+# Append-only, like the SQLite migrations: never edit a step that has shipped, add one instead.
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "m001_create_moods",
+        """
+        CREATE TABLE moods (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            platform text NOT NULL,
+            chat_id text NOT NULL,
+            user_id text NOT NULL,
+            emotion text NOT NULL,
+            confidence double precision NOT NULL,
+            face_count integer NOT NULL,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX idx_moods_user_time ON moods (platform, user_id, created_at);
+        CREATE INDEX idx_moods_chat_time ON moods (platform, chat_id, created_at);
+        CREATE INDEX idx_moods_time ON moods (created_at);
+        """,
+    ),
+    (
+        "m002_create_preferences",
+        """
+        CREATE TABLE preferences (
+            platform text NOT NULL,
+            user_id text NOT NULL,
+            mode text NOT NULL DEFAULT 'match',
+            genre text,
+            PRIMARY KEY (platform, user_id)
+        );
+        """,
+    ),
+)
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS moodbot_migrations (
+    id integer PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@functools.cache
+def pg(sql: str) -> str:
+    """The shared `?` SQL in psycopg's placeholder style."""
+    assert "%" not in sql, "a literal % would need escaping for psycopg"
+    return sql.replace("?", "%s")
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, fit for logs and /healthz."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresHistory:
+    """The `History` interface on a PostgreSQL database, through an async connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool, url: str) -> None:
+        # Use `await PostgresHistory.open(url)`: it opens the pool and migrates.
+        self._pool = pool
+        self.url = redacted_url(url)
+        self._timeout = pool.timeout
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> PostgresHistory:
+        """Connect (failing within `timeout_s`), then bring the schema up to date."""
+        pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout_s,
+            open=False,
+            name="moodbot-history",
+            # A connection is tested before it is lent: after a server restart the pool throws
+            # the dead ones away instead of failing a user's request with them.
+            check=AsyncConnectionPool.check_connection,
+            kwargs={
+                "row_factory": dict_row,
+                "connect_timeout": max(1, round(timeout_s)),
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            },
+        )
+        history = cls(pool, url)
+        try:
+            with history._errors():
+                await pool.open(wait=True, timeout=timeout_s)
+                await history.migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        log.info("Mood history on PostgreSQL %s", history.url)
+        return history
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn an unreachable, stopped or read-only database into HistoryUnavailable."""
+        try:
+            yield
+        except PoolTimeout as exc:
+            log.warning("Mood history %s unavailable: %s", self.url, exc)
+            raise HistoryUnavailable(self.url, "no connection (is the server up?)") from exc
+        except (psycopg.ProgrammingError, psycopg.DataError, psycopg.IntegrityError):
+            raise  # a bug in moodbot's SQL or values, not an outage
+        except psycopg.Error as exc:
+            reason = str(exc).strip() or type(exc).__name__
+            log.warning("Mood history %s unavailable: %s", self.url, reason)
+            raise HistoryUnavailable(self.url, reason) from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        with self._errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+
+    async def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(pg(sql), params)
+            return await cursor.fetchall()
+
+    # --- schema ---------------------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Apply the pending steps, each once however many replicas start together."""
+        applied: list[str] = []
+        async with self._transaction() as conn:
+            # Held until this transaction ends: a second replica waits here, then finds
+            # nothing left to do. DDL is transactional in PostgreSQL, so a failed step
+            # leaves no half-made schema behind.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+            await conn.execute(_LEDGER)
+            cursor = await conn.execute("SELECT name FROM moodbot_migrations")
+            done = {row["name"] for row in await cursor.fetchall()}
+            for number, (name, sql) in enumerate(MIGRATIONS, start=1):
+                if name in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO moodbot_migrations (id, name) VALUES (%s, %s)", [number, name]
+                )
+                applied.append(name)
+        if applied:
+            log.info("PostgreSQL history: applied %s", ", ".join(applied))
+        return applied
+
+    # --- the History interface ------------------------------------------------------------------
+
+    async def record(self, entry: MoodEntry) -> int:
+        """Store one mood entry and return its row id."""
+        _validate(entry)
+        row = _to_row(entry)
+        async with self._transaction() as conn:
+            cursor = await conn.execute(pg(insert_sql("moods", row)), list(row.values()))
+            found = await cursor.fetchone()
+        assert found is not None
+        return int(found["id"])
+
+    async def recent(self, platform: str, user_id: str, limit: int = 10) -> list[MoodEntry]:
+        """Return a user's latest entries, newest first (at most MAX_RECENT)."""
+        rows = await self._rows(SQL_RECENT, [platform, user_id, _check_limit(limit)])
+        return [_from_row(row) for row in rows]
+
+    async def mood_counts(self, platform: str, user_id: str, since: datetime) -> dict[str, int]:
+        """Count a user's entries per emotion since `since`, most frequent first."""
+        rows = await self._rows(SQL_MOOD_COUNTS, [platform, user_id, _timestamp("since", since)])
+        return {row["emotion"]: row["n"] for row in rows}
+
+    async def chat_latest_moods(
+        self, platform: str, chat_id: str, since: datetime
+    ) -> dict[str, MoodEntry]:
+        """Return each chat member's latest entry since `since` (user_id -> entry), newest first."""
+        rows = await self._rows(SQL_CHAT_LATEST, [platform, chat_id, _timestamp("since", since)])
+        return {row["user_id"]: _from_row(row) for row in rows}
+
+    async def forget_user(self, platform: str, user_id: str) -> int:
+        """Delete a user's moods in every chat of `platform` and their preferences."""
+        async with self._transaction() as conn:
+            deleted = await conn.execute(pg(SQL_FORGET_MOODS), [platform, user_id])
+            await conn.execute(pg(SQL_FORGET_PREFERENCES), [platform, user_id])
+        log.info("Forgot %d moods of %s:%s", deleted.rowcount, platform, user_id)
+        return deleted.rowcount
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Delete every entry created before `cutoff`; 0 while another replica is purging."""
+        cutoff_text = _timestamp("cutoff", cutoff)
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s) AS mine", [RETENTION_LOCK]
+            )
+            lock = await cursor.fetchone()
+            if not (lock and lock["mine"]):
+                log.info("Retention: another replica is purging; skipped this round")
+                return 0
+            deleted = await conn.execute(pg(SQL_DELETE_OLDER), [cutoff_text])
+        log.info("Deleted %d moods older than %s", deleted.rowcount, cutoff)
+        return deleted.rowcount
+
+    async def get_preferences(self, platform: str, user_id: str) -> Preferences:
+        """Return a user's preferences, or the defaults when they have none."""
+        rows = await self._rows(SQL_GET_PREFERENCES, [platform, user_id])
+        return Preferences(**rows[0]) if rows else Preferences()
+
+    async def set_preferences(
+        self,
+        platform: str,
+        user_id: str,
+        *,
+        mode: str | _Unset = _UNSET,
+        genre: str | _Unset | None = _UNSET,
+    ) -> Preferences:
+        """Change only the given preferences (genre=None clears it); returns the result."""
+        mode, genre = _checked_preferences(platform, user_id, mode, genre)
+        async with self._transaction() as conn:
+            # Two replicas changing one user's mode and genre at once must not lose either:
+            # the row lock makes the read-merge-write below one step.
+            await conn.execute(
+                "INSERT INTO preferences (platform, user_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                [platform, user_id],
+            )
+            cursor = await conn.execute(
+                pg(SQL_GET_PREFERENCES) + " FOR UPDATE", [platform, user_id]
+            )
+            current = await cursor.fetchone()
+            updated = _merged(Preferences(**current) if current else Preferences(), mode, genre)
+            await conn.execute(
+                pg(SQL_SET_PREFERENCES), [platform, user_id, updated.mode, updated.genre]
+            )
+        return updated
+
+    async def probe(self) -> str | None:
+        """None when the server lends a connection and takes writes now, else why not."""
+        try:
+            async with self._pool.connection(timeout=1.0) as conn:
+                cursor = await conn.execute("SELECT pg_is_in_recovery() AS standby")
+                row = await cursor.fetchone()
+        except PoolTimeout:
+            return "no connection to PostgreSQL within 1 s"
+        except psycopg.Error as exc:
+            return str(exc).strip() or type(exc).__name__
+        if row and row["standby"]:
+            return "PostgreSQL is a read-only standby"
+        return None
+
+    async def aclose(self) -> None:
+        """Close every pooled connection; safe to call twice."""
+        await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
