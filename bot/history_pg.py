@@ -29,13 +29,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from bot.history import (
     _UNSET,
     SQL_CHAT_LATEST,
+    SQL_CORRECT,
     SQL_DELETE_OLDER,
     SQL_FORGET_MOODS,
     SQL_FORGET_PREFERENCES,
     SQL_GET_PREFERENCES,
     SQL_MOOD_COUNTS,
+    SQL_OWN_RECENT_ENTRY,
     SQL_RECENT,
     SQL_SET_PREFERENCES,
+    CorrectionStats,
     HistoryUnavailable,
     MoodEntry,
     Preferences,
@@ -43,10 +46,14 @@ from bot.history import (
     _checked_preferences,
     _from_row,
     _merged,
+    _require_text,
     _timestamp,
     _to_row,
     _Unset,
     _validate,
+    correction_params,
+    correction_stats_from,
+    correction_stats_sql,
     insert_sql,
 )
 
@@ -95,6 +102,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             PRIMARY KEY (platform, user_id)
         );
         """,
+    ),
+    (
+        "m003_mood_corrections",
+        # A corrected row keeps the model's reading in `predicted`; others leave both NULL.
+        "ALTER TABLE moods ADD COLUMN predicted text, ADD COLUMN corrected_at timestamptz;",
     ),
 )
 
@@ -252,6 +264,34 @@ class PostgresHistory:
         """Return each chat member's latest entry since `since` (user_id -> entry), newest first."""
         rows = await self._rows(SQL_CHAT_LATEST, [platform, chat_id, _timestamp("since", since)])
         return {row["user_id"]: _from_row(row) for row in rows}
+
+    async def correct_mood(
+        self,
+        row_id: int,
+        platform: str,
+        user_id: str,
+        emotion: str,
+        *,
+        since: datetime,
+        at: datetime,
+    ) -> MoodEntry | None:
+        """Replace the mood of one of this user's rows created since `since`, in place."""
+        _require_text("emotion", emotion)
+        where = [row_id, platform, user_id, _timestamp("since", since)]
+        async with self._transaction() as conn:
+            # FOR UPDATE: two corrections of one row on two replicas apply one after the other.
+            cursor = await conn.execute(pg(SQL_OWN_RECENT_ENTRY) + " FOR UPDATE", where)
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            before = _from_row(row)
+            await conn.execute(pg(SQL_CORRECT), correction_params(before, emotion, at))
+        return before
+
+    async def correction_stats(self, since: datetime | None = None) -> CorrectionStats:
+        """How often people corrected the model since `since` (all time when None)."""
+        sql, args = correction_stats_sql(since)
+        return correction_stats_from(await self._rows(sql, args))
 
     async def forget_user(self, platform: str, user_id: str) -> int:
         """Delete a user's moods in every chat of `platform` and their preferences."""

@@ -182,3 +182,67 @@ async def test_concurrent_records_are_all_kept(history: History) -> None:
 async def test_probe_says_the_database_takes_writes(history: History) -> None:
     assert await history.probe() is None
     assert history.location
+
+
+# --- corrections (issue 21) ----------------------------------------------------------------------
+
+LATER = T0 + timedelta(hours=1)
+DAY_BEFORE = T0 - timedelta(hours=24)
+
+
+async def test_correct_mood_in_place_keeps_the_reading_and_back_clears_it(
+    history: History,
+) -> None:
+    row = await history.record(mood("happy"))
+    before = await history.correct_mood(row, "telegram", "u1", "sad", since=DAY_BEFORE, at=LATER)
+    assert before == mood("happy") and before.id == row
+    (entry,) = await history.recent("telegram", "u1")
+    assert (entry.emotion, entry.predicted, entry.corrected, entry.id) == (
+        "sad",
+        "happy",
+        True,
+        row,
+    )
+    await history.correct_mood(row, "telegram", "u1", "angry", since=DAY_BEFORE, at=LATER)
+    (entry,) = await history.recent("telegram", "u1")
+    assert (entry.emotion, entry.predicted) == ("angry", "happy")
+    await history.correct_mood(row, "telegram", "u1", "happy", since=DAY_BEFORE, at=LATER)
+    (entry,) = await history.recent("telegram", "u1")
+    assert (entry.emotion, entry.predicted, entry.corrected) == ("happy", None, False)
+
+
+@pytest.mark.parametrize(
+    ("row_offset", "platform", "user_id", "since"),
+    [
+        (0, "telegram", "someone-else", DAY_BEFORE),
+        (0, "discord", "u1", DAY_BEFORE),
+        (1, "telegram", "u1", DAY_BEFORE),  # no such row
+        (0, "telegram", "u1", T0 + timedelta(minutes=1)),  # too old
+    ],
+    ids=["other-user", "other-platform", "missing-row", "too-old"],
+)
+async def test_correct_mood_changes_nothing_it_may_not(
+    history: History, row_offset: int, platform: str, user_id: str, since: datetime
+) -> None:
+    row = await history.record(mood("happy"))
+    changed = await history.correct_mood(
+        row + row_offset, platform, user_id, "sad", since=since, at=LATER
+    )
+    assert changed is None
+    (entry,) = await history.recent("telegram", "u1")
+    assert (entry.emotion, entry.predicted) == ("happy", None)
+
+
+async def test_correction_stats_count_analyses_corrections_and_the_matrix(
+    history: History,
+) -> None:
+    emotions = ["happy"] * 4 + ["sad"] * 2
+    rows = [await history.record(mood(e, minutes=i)) for i, e in enumerate(emotions)]
+    await history.record(mood("neutral", minutes=-3000))  # before the window
+    for row, chosen in zip(rows[:3] + rows[4:5], ["sad", "sad", "neutral", "angry"], strict=True):
+        await history.correct_mood(row, "telegram", "u1", chosen, since=DAY_BEFORE, at=LATER)
+    stats = await history.correction_stats(since=T0 - timedelta(hours=1))
+    assert (stats.analyses, stats.corrections) == (6, 4)
+    assert stats.predicted == {"happy": 4, "sad": 2}
+    assert stats.matrix == {("happy", "sad"): 2, ("happy", "neutral"): 1, ("sad", "angry"): 1}
+    assert (await history.correction_stats()).analyses == 7
