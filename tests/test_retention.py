@@ -109,6 +109,9 @@ async def test_open_service_purges_the_database_file_it_opens(
         def close(self) -> None:
             """The session's engine stays open."""
 
+        async def aclose(self) -> None:
+            """open_service closes the engine with aclose(): that too leaves it open."""
+
     monkeypatch.setattr(app.EmotionEngine, "load", staticmethod(lambda *args: Borrowed()))
     settings = load_settings(MOODBOT_DB=db, MOODBOT_RETENTION_DAYS=7)
     async with open_service(settings) as service:
