@@ -20,15 +20,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: it is rebuilt only when the lock file changes.
+# Dependencies first, in their own layer: it is rebuilt only when the lock file changes. The
+# training pipeline is a workspace member that a production install leaves out: only its
+# pyproject.toml is needed, for uv to read the workspace.
 COPY pyproject.toml uv.lock README.md ./
+COPY training/pyproject.toml ./training/
 RUN uv sync --frozen --no-dev --no-install-project
 
-# Then the project itself (the model bundle ships inside ml/bundles/).
+# Then the product itself, bot/ and ml/ (the model bundle ships inside ml/bundles/), installed
+# as a wheel: tests/test_production_install.py runs this same install.
 COPY bot ./bot
 COPY ml ./ml
-COPY training ./training
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --no-editable
 
 # An unprivileged user; the history database lives on a volume it owns.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin moodbot \

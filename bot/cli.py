@@ -7,9 +7,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bot.bench import bench_command
 from bot.settings import Settings, SettingsError, load_settings
+from ml.quiet import import_tensorflow_quietly
 
 app = typer.Typer(
     name="moodbot",
@@ -240,55 +240,42 @@ def _printer(as_json: bool, human: Any) -> Any:
     return emit
 
 
-def _mount_training_commands() -> None:
-    # The training pipeline's commands (preprocess, train, eval, ...) live in training/;
-    # training never imports bot/, so the CLI is where the two meet.
-    from training.cli import COMMANDS
-
-    for name, command in COMMANDS.items():
-        app.command(name)(command)
+# Commands that other installed packages add (`moodbot.commands` entry points, each a Typer
+# app): the training pipeline (training/pyproject.toml) adds preprocess, train, eval and the
+# rest. bot/ never imports them; a production install simply has none.
+PLUGIN_GROUP = "moodbot.commands"
 
 
-_mount_training_commands()
+def _mount_plugins() -> set[str]:
+    """Add every installed plugin's commands to `app`; returns their names."""
+    names: set[str] = set()
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        plugin: typer.Typer = entry_point.load()
+        app.add_typer(plugin)
+        names |= {command.name or "" for command in plugin.registered_commands}
+    return names
+
+
 app.command("bench")(bench_command)
-
-
-@contextmanager
-def _native_stderr_hidden() -> Iterator[None]:
-    """Hide what native code writes straight to file descriptor 2 while the block runs."""
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _import_tensorflow() -> None:
-    # TensorFlow's C++ start-up lines ("Could not find cuda drivers...") bypass both Python
-    # logging and TF_CPP_MIN_LOG_LEVEL; a failed import still raises once stderr is back.
-    if os.environ.get("MOODBOT_LOG_LEVEL", "").upper() == "DEBUG":
-        return
-    with _native_stderr_hidden():
-        import tensorflow  # noqa: F401
+PLUGIN_COMMANDS = _mount_plugins()
+# Commands of the training package, named here only to say how to get them when it is missing.
+TRAINING_COMMANDS = ("preprocess", "train", "teach", "download-weights", "train-vggface", "eval")
+TENSORFLOW_COMMANDS = {"run", "web", "export", "analyze", "bench"}
 
 
 def main() -> None:
     """Console-script entry point."""
-    if len(sys.argv) > 1 and sys.argv[1] in (
-        "run",
-        "web",
-        "export",
-        "analyze",
-        "eval",
-        "train",
-        "train-vggface",
-        "ensemble",
-        "bench",
-    ):
-        _import_tensorflow()
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command in TRAINING_COMMANDS and command not in PLUGIN_COMMANDS:
+        typer.echo(
+            f"moodbot: `{command}` belongs to the training pipeline, which this install leaves "
+            "out; install it with `uv sync` (development install) or `pip install "
+            "moodbot-training`.",
+            err=True,
+        )
+        raise SystemExit(EXIT_BAD_INPUT)
+    if command in TENSORFLOW_COMMANDS | PLUGIN_COMMANDS:
+        import_tensorflow_quietly()
     app()
 
 

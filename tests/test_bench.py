@@ -41,6 +41,7 @@ def test_smoke_run_reports_every_key_and_finds_the_faces(engine: EmotionEngine) 
     assert "cold_start_s" in result  # None: the smoke plan skips the second process
     assert result["latency_ms"]["640x480"]["n"] == SMOKE.repeats
     assert result["baseline_latency_ms"]["640x480"]["p50"] > 0
+    assert 100 < result["baseline_rss_mb"] < 24_000  # measured in the baseline's own process
     assert set(result["throughput"]) == {"1", "4"}
     assert all(level["failed"] == 0 for level in result["throughput"].values())
     assert 100 < result["rss_mb"] < 24_000

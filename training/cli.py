@@ -20,11 +20,12 @@ from typing import Annotated, Any
 import typer
 
 from ml.faces import CROP_MARGIN
+from ml.quiet import import_tensorflow_quietly
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# No name: `moodbot` merges these commands into its own (the moodbot.commands entry point).
 app = typer.Typer(
-    name="moodbot-training",
     help="Prepare data, fetch VGG-Face weights, train and evaluate emotion models.",
     no_args_is_help=True,
     add_completion=False,
@@ -558,7 +559,9 @@ for _name, _command in COMMANDS.items():
 
 
 def main() -> None:
-    """Run the training commands on their own (`python -m training.cli`)."""
+    """The `moodbot-train` script (also `python -m training.cli`): the commands on their own."""
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        import_tensorflow_quietly()
     app()
 
 
