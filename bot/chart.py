@@ -1,22 +1,36 @@
-"""A PNG chart of a user's moods over time, sized for a chat message."""
+"""A PNG chart of a user's moods over time, sized for a chat message, in English or Korean.
+
+matplotlib's bundled fonts have no Hangul, so Korean charts use NanumGothic (SIL Open Font
+License), taken from the files the `koreanize-matplotlib` wheel ships: it installs from the
+lock file like any dependency, and no system font is needed. The package itself is never
+imported, as importing it changes matplotlib's global settings.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
+from importlib import metadata
+from typing import Any
 
 from matplotlib import dates as mdates
+from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bot.history import MoodEntry
+from bot.texts import emotion_name, say
 from ml.labels import CHART_COLORS, CHART_ORDER
 
 logger = logging.getLogger(__name__)
+
+FONT_PACKAGE = "koreanize-matplotlib"
+HANGUL_FONT_FILES = ("NanumGothic.ttf", "NanumGothicBold.ttf")
 
 # Unknown labels get these in order of appearance on the axis, so colours are stable.
 _SPARE_COLORS = ("#17becf", "#bcbd22", "#8c564b", "#e377c2", "#7f7f7f", "#1f77b4")
@@ -24,6 +38,34 @@ _SPARE_COLORS = ("#17becf", "#bcbd22", "#8c564b", "#e377c2", "#7f7f7f", "#1f77b4
 _WIDTH_IN, _HEIGHT_IN, _DPI = 9.0, 5.0, 100  # 900 x 500 px: readable inline in a chat
 _LINE_COLOR = "#b8bec6"
 _TEXT_COLOR = "#333333"
+
+
+@functools.cache
+def hangul_font() -> str | None:
+    """Register the shipped NanumGothic files with matplotlib; their family name, or None."""
+    try:
+        files = metadata.files(FONT_PACKAGE) or []
+    except metadata.PackageNotFoundError:
+        logger.warning("%s is not installed: Korean charts will show boxes", FONT_PACKAGE)
+        return None
+    paths = [str(f.locate()) for f in files if f.name in HANGUL_FONT_FILES]
+    if not paths:
+        logger.warning("%s ships no %s", FONT_PACKAGE, HANGUL_FONT_FILES[0])
+        return None
+    for path in paths:
+        font_manager.fontManager.addfont(path)
+    return font_manager.FontProperties(fname=paths[0]).get_name()
+
+
+def _font(lang: str, *, bold: bool = False) -> dict[str, Any]:
+    """Keyword arguments that set a text's font for `lang` (none: matplotlib's default)."""
+    family = hangul_font() if lang == "ko" else None
+    font: dict[str, Any] = {"fontweight": "bold"} if bold else {}
+    if family:
+        font["fontfamily"] = family  # it has Latin letters and digits too
+        if bold:
+            font["fontweight"] = 600  # NanumGothicBold declares 600, not 700
+    return font
 
 
 def _emotion_axis(entries: Sequence[MoodEntry]) -> list[str]:
@@ -38,23 +80,32 @@ def _colors(labels: Sequence[str]) -> dict[str, str]:
     return {label: CHART_COLORS.get(label) or next(spare) for label in labels}
 
 
-def _marker_size(confidence: float) -> float:
-    # Area in points^2: a sure reading is clearly bigger, an unsure one still visible.
+def _marker_size(entry: MoodEntry) -> float:
+    # Area in points^2: a sure reading is clearly bigger, an unsure one still visible. A
+    # corrected mood is the person's own word: full size.
+    confidence = 1.0 if entry.corrected else entry.confidence
     return 40.0 + 200.0 * max(0.0, min(1.0, confidence))
 
 
-def _style(ax: Axes) -> None:
+def _style(ax: Axes, font: dict[str, Any]) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.spines["left"].set_color(_LINE_COLOR)
     ax.spines["bottom"].set_color(_LINE_COLOR)
-    ax.tick_params(colors=_TEXT_COLOR, labelsize=11)
+    family = font.get("fontfamily")
+    ax.tick_params(
+        colors=_TEXT_COLOR, labelsize=11, **({"labelfontfamily": family} if family else {})
+    )
     ax.grid(axis="y", color="#eceff2", linewidth=1.0)
     ax.set_axisbelow(True)
 
 
 def _plot_timeline(
-    ax: Axes, entries: Sequence[MoodEntry], rows: dict[str, int], colors: dict[str, str]
+    ax: Axes,
+    entries: Sequence[MoodEntry],
+    rows: dict[str, int],
+    colors: dict[str, str],
+    lang: str,
 ) -> None:
     times = [entry.created_at for entry in entries]
     ys = [rows[entry.emotion] for entry in entries]
@@ -62,7 +113,7 @@ def _plot_timeline(
     ax.scatter(
         times,
         ys,
-        s=[_marker_size(entry.confidence) for entry in entries],
+        s=[_marker_size(entry) for entry in entries],
         c=[colors[entry.emotion] for entry in entries],
         edgecolors="white",
         linewidths=1.0,
@@ -77,12 +128,17 @@ def _plot_timeline(
     # A single moment would otherwise get matplotlib's default span of years.
     pad = max((end - start) * 0.05, timedelta(hours=1))
     ax.set_xlim(start - pad, end + pad)
-    ax.set_title("dot size = confidence", loc="left", color="#777777", fontsize=10)
-    _style(ax)
+    font = _font(lang)
+    ax.set_title(say(lang, "chart_dots"), loc="left", color="#777777", fontsize=10, **font)
+    _style(ax, font)
 
 
 def _plot_counts(
-    ax: Axes, labels: Sequence[str], entries: Sequence[MoodEntry], colors: dict[str, str]
+    ax: Axes,
+    labels: Sequence[str],
+    entries: Sequence[MoodEntry],
+    colors: dict[str, str],
+    lang: str,
 ) -> None:
     counts = Counter(entry.emotion for entry in entries)
     values = [counts[label] for label in labels]
@@ -90,14 +146,17 @@ def _plot_counts(
     ax.bar_label(bars, padding=3, color=_TEXT_COLOR, fontsize=10)
     ax.set_xlim(0, max(values) * 1.25)
     ax.set_xticks([])
-    ax.set_title("count", color=_TEXT_COLOR, fontsize=11)
+    font = _font(lang)
+    ax.set_title(say(lang, "chart_count"), color=_TEXT_COLOR, fontsize=11, **font)
     ax.tick_params(axis="y", left=False, labelleft=False)
-    _style(ax)
+    _style(ax, font)
     ax.spines["bottom"].set_visible(False)
 
 
-def render_mood_chart(entries: Sequence[MoodEntry], *, title: str = "Your moods") -> bytes:
-    """Render moods over time plus a count per mood as a 900x500 PNG."""
+def render_mood_chart(
+    entries: Sequence[MoodEntry], *, lang: str = "en", title: str | None = None
+) -> bytes:
+    """Render moods over time plus a count per mood as a 900x500 PNG, labelled in `lang`."""
     if not entries:
         raise ValueError("cannot chart an empty list of mood entries")
     ordered = sorted(entries, key=lambda entry: entry.created_at)
@@ -112,11 +171,12 @@ def render_mood_chart(entries: Sequence[MoodEntry], *, title: str = "Your moods"
     timeline, counts = fig.subplots(
         1, 2, sharey=True, gridspec_kw={"width_ratios": (4, 1), "wspace": 0.02}
     )
-    _plot_timeline(timeline, ordered, rows, colors)
-    _plot_counts(counts, labels[::-1], ordered, colors)
-    timeline.set_yticks(range(len(labels)), labels[::-1])
+    _plot_timeline(timeline, ordered, rows, colors, lang)
+    _plot_counts(counts, labels[::-1], ordered, colors, lang)
+    timeline.set_yticks(range(len(labels)), [emotion_name(lang, label) for label in labels[::-1]])
     timeline.set_ylim(-0.6, len(labels) - 0.4)
-    fig.suptitle(title, color=_TEXT_COLOR, fontsize=15, fontweight="bold")
+    heading = title if title is not None else say(lang, "chart_title")
+    fig.suptitle(heading, color=_TEXT_COLOR, fontsize=15, **_font(lang, bold=True))
 
     buffer = io.BytesIO()
     # No Software/date metadata: the same entries give the same bytes.

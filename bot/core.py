@@ -552,8 +552,7 @@ class MoodService:
         summary = ", ".join(f"{self._label(lang, e)} × {n}" for e, n in counts.items())
         lines = [say(lang, "history_title", count=len(entries)), *rows]
         lines.append(say(lang, "history_counts", days=HISTORY_COUNT_DAYS, counts=summary))
-        # The chart stays in English: matplotlib's bundled fonts have no Hangul glyphs.
-        chart = await asyncio.to_thread(render_mood_chart, entries)
+        chart = await asyncio.to_thread(render_mood_chart, entries, lang=lang)
         return Reply(text="\n".join(lines), chart_png=chart)
 
     def _history_row(self, lang: str, entry: MoodEntry) -> str:

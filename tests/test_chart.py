@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,3 +90,54 @@ def test_chart_does_not_touch_pyplot() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout == "False\n"
+
+
+# --- Korean -------------------------------------------------------------------------------------
+
+
+def test_the_hangul_font_resolves_by_name_from_the_installed_package() -> None:
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    from bot.chart import hangul_font
+
+    assert hangul_font() == "NanumGothic"
+    path = font_manager.findfont("NanumGothic", fallback_to_default=False)
+    assert "koreanize_matplotlib" in path  # the wheel's file, not a system font
+    glyphs = FT2Font(path).get_charmap()
+    assert all(ord(char) in glyphs for char in "기쁨슬픔분노당황내감정횟수")
+
+
+def render_noting_missing_glyphs(**options: object) -> tuple[bytes, list[str]]:
+    """Render WEEK; also the glyphs matplotlib warned it could not find."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png = render_mood_chart(WEEK, **options)  # type: ignore[arg-type]
+    return png, [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+def test_korean_chart_has_korean_labels_in_a_hangul_font(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.chart
+
+    korean, missing = render_noting_missing_glyphs(lang="ko")
+    assert missing == []
+    assert pixel_shape(korean) == (500, 900, 4)
+    assert korean != render_mood_chart(WEEK)  # Korean words, not the English ones
+
+    # The same chart without the font: matplotlib draws boxes ("tofu") and says so.
+    monkeypatch.setattr(bot.chart, "hangul_font", lambda: None)
+    tofu, missing = render_noting_missing_glyphs(lang="ko")
+    assert any("HANGUL" in message for message in missing)
+    pixels = matplotlib.image.imread(io.BytesIO(korean), format="png")
+    boxes = matplotlib.image.imread(io.BytesIO(tofu), format="png")
+    # The title row differs: glyphs against boxes.
+    assert (pixels[:60] != boxes[:60]).any()
+
+
+def test_corrected_moods_are_drawn_at_full_size() -> None:
+    corrected = [mood("sad", 0, 0.2), mood("happy", 5, 0.9)]
+    marked = [
+        MoodEntry("telegram", "c1", "u1", "sad", 0.2, 1, T0, predicted="happy"),
+        mood("happy", 5, 0.9),
+    ]
+    assert render_mood_chart(corrected) != render_mood_chart(marked)

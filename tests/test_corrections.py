@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.chart import render_mood_chart
 from bot.console import ConsoleChat
 from bot.core import MoodService, Reply, Sender
 from bot.correction import MAX_DATA_BYTES, MORE, RefSigner, button_data, parse_button
@@ -157,6 +158,12 @@ async def test_correction_follows_the_persons_mode_and_language(
     assert fixed.text.startswith("알겠어요: 슬픔 😢 기분이군요.")
     assert fixed.music and (fixed.music.emotion, fixed.music.music_mood) == ("sad", "happy")
     assert await moods(history, "minji") == [("sad", "happy")]
+    # /history in Korean: the corrected mood, and a chart labelled in Korean.
+    shown = await service.show_history(MINJI)
+    assert "슬픔 😢 (직접 고침)" in shown.text
+    entries = await history.recent("telegram", "minji")
+    assert shown.chart_png == render_mood_chart(entries, lang="ko")
+    assert shown.chart_png != render_mood_chart(entries)
 
 
 async def test_corrections_that_may_not_happen_change_nothing(
