@@ -232,6 +232,39 @@ def stats(
         typer.echo(stats_text(result, days))
 
 
+db_app = typer.Typer(help="The mood history database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("copy")
+def db_copy(
+    sqlite_file: Annotated[Path, typer.Argument(help="The SQLite history to copy from.")],
+    postgres_url: Annotated[str, typer.Argument(help="postgresql://user:password@host/db")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Copy a SQLite history into PostgreSQL; running it again copies nothing twice."""
+    from bot.history import HistoryUnavailable, is_postgres_url
+    from bot.history_pg import CopyConflict, copy_from_sqlite, redacted_url
+
+    _settings()  # logging as configured
+    if not sqlite_file.is_file():
+        raise _fail(f"no SQLite history at {sqlite_file}")
+    if not is_postgres_url(postgres_url):
+        raise _fail("the target must be a postgresql:// URL")
+    try:
+        report = asyncio.run(copy_from_sqlite(sqlite_file, postgres_url))
+    except (HistoryUnavailable, CopyConflict) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+        return
+    typer.echo(
+        f"Copied {report.moods_copied} moods ({report.moods_present} already there) and"
+        f" {report.preferences_copied} preferences ({report.preferences_present} already"
+        f" there) from {sqlite_file} to {redacted_url(postgres_url)}"
+    )
+
+
 def _printer(as_json: bool, human: Any) -> Any:
     def emit(result: dict[str, Any]) -> None:
         line = json.dumps(result, ensure_ascii=False) if as_json else human(result)

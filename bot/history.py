@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import itertools
 import logging
 import numbers
 import sqlite3
@@ -605,6 +606,17 @@ class HistoryStore:
             updated = _merged(self.get_preferences(platform, user_id), mode, genre)
             self._db.execute(SQL_SET_PREFERENCES, [platform, user_id, updated.mode, updated.genre])
         return updated
+
+    def rows(self, table: str, batch: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Every row of `table` ("moods" or "preferences") as stored, in batches, in key order.
+
+        For `moodbot db copy`: the columns are the stored ones, whatever later migrations add.
+        """
+        order = {"moods": "id", "preferences": "platform, user_id"}[table]
+        with _sqlite_errors(self.path):
+            rows = self._db.query(f"SELECT * FROM {table} ORDER BY {order}")
+            while chunk := list(itertools.islice(rows, batch)):
+                yield chunk
 
     def close(self) -> None:
         """Close the database connection."""

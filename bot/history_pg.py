@@ -18,7 +18,9 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,11 +41,13 @@ from bot.history import (
     SQL_RECENT,
     SQL_SET_PREFERENCES,
     CorrectionStats,
+    HistoryStore,
     HistoryUnavailable,
     MoodEntry,
     Preferences,
     _check_limit,
     _checked_preferences,
+    _datetime,
     _from_row,
     _merged,
     _require_text,
@@ -363,6 +367,41 @@ class PostgresHistory:
             return "PostgreSQL is a read-only standby"
         return None
 
+    # --- moodbot db copy ------------------------------------------------------------------------
+
+    async def _copy_rows(self, table: str, rows: list[dict[str, Any]], key: str) -> int:
+        """Insert rows as they are, skipping keys already present; returns how many went in."""
+        columns = list(rows[0])
+        values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+        overriding = " OVERRIDING SYSTEM VALUE" if table == "moods" else ""
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}){overriding} VALUES {values}"
+            f" ON CONFLICT {key} DO NOTHING"
+        )
+        async with self._transaction() as conn:
+            cursor = await conn.execute(sql, [row[c] for row in rows for c in columns])
+            return cursor.rowcount
+
+    async def _copy_moods(self, rows: list[dict[str, Any]]) -> int:
+        ids = [row["id"] for row in rows]
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT id, platform, user_id, created_at FROM moods WHERE id = ANY(%s)", [ids]
+            )
+            present = {row["id"]: row for row in await cursor.fetchall()}
+        for row in rows:
+            there = present.get(row["id"])
+            if there and (there["platform"], there["user_id"], there["created_at"]) != (
+                row["platform"],
+                row["user_id"],
+                _datetime(row["created_at"]),
+            ):
+                raise CopyConflict(
+                    f"mood {row['id']} in {self.url} is not the file's: copy into an empty"
+                    " database, or one this file was copied into before"
+                )
+        return await self._copy_rows("moods", rows, "(id)")
+
     async def aclose(self) -> None:
         """Close every pooled connection; safe to call twice."""
         await self._pool.close()
@@ -372,3 +411,54 @@ class PostgresHistory:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+# --- moodbot db copy -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What `moodbot db copy` did: rows copied now, rows that were already there."""
+
+    moods_copied: int
+    moods_present: int
+    preferences_copied: int
+    preferences_present: int
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class CopyConflict(Exception):
+    """The PostgreSQL database holds other moods under the ids being copied."""
+
+
+async def copy_from_sqlite(sqlite_path: Path, url: str, *, batch: int = 1000) -> CopyReport:
+    """Copy a SQLite history into PostgreSQL; running it again copies nothing twice.
+
+    Moods keep their ids, so a second run recognises what it copied; preferences already in
+    PostgreSQL are newer than the file's and are kept. A row with a copied id but other
+    content means the target is not a copy of this file: refused before anything is written
+    for that batch.
+    """
+    history = await PostgresHistory.open(url)  # creates or updates the schema
+    moods_copied = moods_present = prefs_copied = prefs_present = 0
+    try:
+        with HistoryStore(sqlite_path) as store:
+            for chunk in store.rows("moods", batch):
+                copied = await history._copy_moods(chunk)
+                moods_copied += copied
+                moods_present += len(chunk) - copied
+            for chunk in store.rows("preferences", batch):
+                copied = await history._copy_rows("preferences", chunk, "(platform, user_id)")
+                prefs_copied += copied
+                prefs_present += len(chunk) - copied
+        async with history._transaction() as conn:
+            # New moods must get ids after the copied ones.
+            await conn.execute(
+                "SELECT setval(pg_get_serial_sequence('moods', 'id'),"
+                " GREATEST((SELECT MAX(id) FROM moods), 1))"
+            )
+    finally:
+        await history.aclose()
+    return CopyReport(moods_copied, moods_present, prefs_copied, prefs_present)

@@ -183,3 +183,68 @@ async def test_stopped_server_is_unavailable_then_recovers(own_postgres: Postgre
         assert await history.probe() is None
     finally:
         await history.aclose()
+
+
+# --- moodbot db copy -----------------------------------------------------------------------------
+
+MOODBOT = str(Path(sys.executable).with_name("moodbot"))
+
+
+def db_copy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [MOODBOT, "db", "copy", *args, "--json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_db_copy_moves_everything_once_and_reports_counts(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    sqlite_file = tmp_path / "moods.db"
+    async with await open_history(sqlite_file) as source:
+        rows = [await source.record(entry(minutes=i, user_id=f"u{i % 3}")) for i in range(7)]
+        await source.forget_user("telegram", "u0")  # leaves a gap in the ids
+        await source.correct_mood(
+            rows[1], "telegram", "u1", "sad", since=T0 - timedelta(days=1), at=T0
+        )
+        await source.set_preferences("telegram", "u1", mode="calm", genre="jazz")
+        expected = {user: await source.recent("telegram", user) for user in ("u1", "u2")}
+
+    first = db_copy(str(sqlite_file), postgres_url)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {
+        "moods_copied": 4, "moods_present": 0, "preferences_copied": 1, "preferences_present": 0,
+    }  # fmt: skip
+    again = db_copy(str(sqlite_file), postgres_url)
+    assert json.loads(again.stdout) == {
+        "moods_copied": 0, "moods_present": 4, "preferences_copied": 0, "preferences_present": 1,
+    }  # fmt: skip
+
+    async with await open_history(postgres_url) as target:
+        for user, entries in expected.items():
+            copied = await target.recent("telegram", user)
+            assert copied == entries and [e.id for e in copied] == [e.id for e in entries]
+        assert (await target.recent("telegram", "u1"))[-1].predicted == "happy"
+        assert (await target.get_preferences("telegram", "u1")).genre == "jazz"
+        # New ids go on after the copied ones (the identity would collide at 1 otherwise).
+        new_id = await target.record(entry(minutes=99))
+        assert new_id > max(e.id or 0 for entries in expected.values() for e in entries)
+
+
+async def test_db_copy_refuses_a_database_holding_other_moods(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with await open_history(postgres_url) as target:
+        await target.record(entry(minutes=500, user_id="stranger"))
+    sqlite_file = tmp_path / "moods.db"
+    async with await open_history(sqlite_file) as source:
+        await source.record(entry())
+    refused = db_copy(str(sqlite_file), postgres_url)
+    assert refused.returncode == 1
+    assert "is not the file's" in refused.stderr
+    missing = db_copy(str(tmp_path / "nothing.db"), postgres_url)
+    assert missing.returncode == 1 and "no SQLite history" in missing.stderr
+    assert not (tmp_path / "nothing.db").exists()
