@@ -23,7 +23,7 @@ from bot.chart import render_mood_chart
 from bot.correction import CorrectionOffer, RefSigner
 from bot.history import History, HistoryUnavailable, MoodEntry
 from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import Limiter
 from bot.texts import emotion_name, percent, say
 from ml.engine import Analysis, EmotionEngine, FaceEmotion
 from ml.errors import EngineBusy, ImageTooLarge, MLError, UnreadableImage
@@ -132,7 +132,7 @@ def _use_case(
 
     @functools.wraps(method)
     async def admitted(self: MoodService, who: Sender, *args: P.args, **kwargs: P.kwargs) -> Reply:
-        refusal = self._refusal(who)
+        refusal = await self._refusal(who)
         if refusal is not None:
             return refusal
         with self.in_flight.track():
@@ -232,7 +232,7 @@ class MoodService:
         group_window: timedelta = timedelta(hours=24),
         default_genre: str | None = None,
         clock: Callable[[], datetime] = utc_now,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         observer: PhotoObserver | None = None,
         retention_days: int = 0,
         button_secret: bytes | None = None,
@@ -257,14 +257,16 @@ class MoodService:
 
     # --- admission and shutdown ---------------------------------------------------------------
 
-    def _refusal(self, who: Sender) -> Reply | None:
+    async def _refusal(self, who: Sender) -> Reply | None:
         """The polite answer when this call cannot be taken now, else None."""
+        verdict = None
+        if self.limiter is not None and self.accepting:
+            verdict = await self.limiter.acquire((who.platform, who.user_id))
+        # Checked after the (possibly remote) limiter, right before the work is tracked: a
+        # shutdown that began meanwhile still refuses it.
         if not self.accepting:
             return Reply(text=say(who.language, "closed"), error_code="closed")
-        if self.limiter is None:
-            return None
-        verdict = self.limiter.check((who.platform, who.user_id))
-        if verdict.allowed:
+        if verdict is None or verdict.allowed:
             return None
         if verdict.first_refusal:
             log.info("Rate limit reached by a %s user", who.platform)

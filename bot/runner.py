@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from bot.core import MoodService
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import Limiter, RateLimiter, RedisRateLimiter
 from bot.settings import Settings
 from bot.transports import (
     StartupError,
@@ -67,11 +67,20 @@ def build_web(settings: Settings, service: MoodService, states: TransportStates)
     )
 
 
-def build_limiter(settings: Settings) -> RateLimiter | None:
-    """The per-user limit every transport shares (None when MOODBOT_RATE_LIMIT_PER_MINUTE=0)."""
+def build_limiter(settings: Settings) -> Limiter | None:
+    """The per-user limit every transport shares (None when MOODBOT_RATE_LIMIT_PER_MINUTE=0).
+
+    In Redis when MOODBOT_REDIS_URL is set (shared by the replicas), else in this process.
+    """
     if settings.rate_limit_per_minute <= 0:
         return None
-    return RateLimiter(settings.rate_limit_burst, settings.rate_limit_per_minute)
+    burst, per_minute = settings.rate_limit_burst, settings.rate_limit_per_minute
+    if settings.redis_url:
+        log.info("Rate limits: in Redis, shared by every replica")
+        return RedisRateLimiter(
+            settings.redis_url, burst, per_minute, timeout_s=settings.redis_timeout_s
+        )
+    return RateLimiter(burst, per_minute)
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -119,16 +128,21 @@ async def serve(
 async def _serve(
     settings: Settings, service: MoodService, stop: asyncio.Event, *, web: bool, bots: bool
 ) -> None:
-    service.limiter = service.limiter or build_limiter(settings)
+    built = None if service.limiter else build_limiter(settings)
+    service.limiter = service.limiter or built
     states = TransportStates()
     transports = build_transports(settings, service) if bots else []
     if web:
         # First up and last down, so /healthz can say which bots are not connected yet.
         transports.insert(0, build_web(settings, service, states))
-    with _signals_set(stop):
-        await run_transports(
-            transports, service, stop=stop, grace_s=settings.shutdown_grace_s, states=states
-        )
+    try:
+        with _signals_set(stop):
+            await run_transports(
+                transports, service, stop=stop, grace_s=settings.shutdown_grace_s, states=states
+            )
+    finally:
+        if built is not None:
+            await built.aclose()
 
 
 async def run_transports(

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="MOODBOT_LOG_LEVEL")
     rate_limit_burst: int = Field(6, ge=1, le=1000, alias="MOODBOT_RATE_LIMIT_BURST")
     rate_limit_per_minute: float = Field(12.0, ge=0, le=6000, alias="MOODBOT_RATE_LIMIT_PER_MINUTE")
+    # Set: the per-user rate limit is kept in Redis and holds across replicas (docs/DEPLOY.md).
+    redis_url: str | None = Field(None, repr=False, alias="MOODBOT_REDIS_URL")
+    redis_timeout_s: float = Field(0.25, gt=0, le=5, alias="MOODBOT_REDIS_TIMEOUT_S")
     shutdown_grace_s: float = Field(20.0, ge=0, le=600, alias="MOODBOT_SHUTDOWN_GRACE_S")
     # 0 keeps history until the user runs /forget; N deletes moods older than N days.
     retention_days: int = Field(365, ge=0, le=36500, alias="MOODBOT_RETENTION_DAYS")
@@ -92,6 +95,7 @@ class Settings(BaseSettings):
         "telegram_base_file_url",
         "telegram_webhook_url",
         "discord_guild_id",
+        "redis_url",
         mode="before",
     )
     @classmethod
@@ -103,6 +107,13 @@ class Settings(BaseSettings):
     @classmethod
     def _path_or_url(cls, value: object) -> object:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value.strip()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value.strip() if value else None
 
     @field_validator("telegram_base_url", "telegram_base_file_url")
     @classmethod
@@ -155,7 +166,8 @@ class Settings(BaseSettings):
     @property
     def server_urls(self) -> list[str]:
         """The URLs of the database and other servers, which may hold passwords."""
-        return [self.database] if "://" in self.database else []
+        urls = [self.database, self.redis_url or ""]
+        return [url for url in urls if "://" in url]
 
     @property
     def spotify_configured(self) -> bool:

@@ -90,3 +90,15 @@ def test_a_database_url_keeps_its_password_out_of_repr_and_logs() -> None:
     assert "pg-s3cret" not in repr(settings)
     assert "pg-s3cret" in secrets_of(settings)  # the log redactor hides it
     assert "pg-s3cret" not in secrets_of(load_settings(MOODBOT_DB="moods.db"))
+
+
+def test_redis_url_is_checked_and_its_password_hidden() -> None:
+    from bot.runner import build_limiter, secrets_of
+
+    settings = load_settings(MOODBOT_REDIS_URL="redis://:rd-s3cret@cache:6379/0")
+    assert "rd-s3cret" not in repr(settings) and "rd-s3cret" in secrets_of(settings)
+    assert type(build_limiter(settings)).__name__ == "RedisRateLimiter"
+    assert type(build_limiter(load_settings())).__name__ == "RateLimiter"
+    assert load_settings(MOODBOT_REDIS_URL=" ").redis_url is None
+    with pytest.raises(SettingsError, match="MOODBOT_REDIS_URL"):
+        load_settings(MOODBOT_REDIS_URL="http://cache:6379")
