@@ -22,13 +22,12 @@ from bot.music import MusicRecommender
 from bot.ratelimit import RateLimiter
 from bot.transports import StartupError
 from bot.transports.discord_bot import (
-    CorrectionView,
     DiscordConfig,
     DiscordTransport,
+    FixButton,
+    FixMenu,
     ForgetConfirm,
     MoodBot,
-    MoodButton,
-    MoodMenu,
     interaction_sender,
 )
 from ml.engine import EmotionEngine
@@ -106,6 +105,7 @@ class FakeInteraction:
     channel_id: int
     locale: discord.Locale = discord.Locale.american_english
     command: Any = None
+    client: Any = None
     response: FakeResponse = field(default_factory=FakeResponse)
     followup: FakeFollowup = field(default_factory=FakeFollowup)
 
@@ -215,8 +215,8 @@ async def test_image_with_a_mention_gets_an_embed_with_link_buttons(
     (kwargs,) = replies
     urls = [item.url for item in kwargs["view"].children if getattr(item, "url", None)]
     assert urls and all(url.startswith("https://open.spotify.com/search/") for url in urls)
-    assert isinstance(kwargs["view"], CorrectionView)  # "Not quite?" for the sender alone
-    assert kwargs["view"].owner == member(0)
+    fix_buttons = [item for item in kwargs["view"].children if isinstance(item, FixButton)]
+    assert fix_buttons and all(b.owner == member(0).id for b in fix_buttons)  # "Not quite?"
     assert kwargs["mention_author"] is False
     assert await rows(history, member(0)) == [(str(channel().id), "happy")]
 
@@ -434,43 +434,48 @@ async def test_forget_asks_and_only_the_asker_can_confirm(
     assert await rows(history, member(0)) == []
 
 
+def fix_items(view: discord.ui.View) -> tuple[list[FixButton], FixMenu]:
+    buttons = [item for item in view.children if isinstance(item, FixButton)]
+    (menu,) = [item for item in view.children if isinstance(item, FixMenu)]
+    return buttons, menu
+
+
 async def test_not_quite_buttons_correct_the_mood_for_the_owner_only(
     bot: MoodBot, history: AsyncHistory, photos: dict[str, Path]
 ) -> None:
     image = attachment(bot, photos["smile.jpg"], "image/jpeg")
-    asking = FakeInteraction(member(0), channel().id)
+    asking = FakeInteraction(member(0), channel().id, client=bot)
     await invoke(bot, "mood", asking, image=image)
     (answer,) = asking.followup.sent
-    view = answer.kwargs["view"]
-    assert isinstance(view, CorrectionView) and answer.urls
-    buttons = [item for item in view.children if isinstance(item, MoodButton)]
-    (menu,) = [item for item in view.children if isinstance(item, MoodMenu)]
-    assert len(buttons) == 3 and menu.placeholder == "Not quite? Something else…"
-    assert [o.value for o in menu.options][:3] == ["happy", "sad", "angry"]
+    assert answer.urls
+    buttons, menu = fix_items(answer.kwargs["view"])
+    assert len(buttons) == 3 and menu.item.placeholder == "Not quite? Something else…"
+    assert [o.value for o in menu.item.options][:3] == ["happy", "sad", "angry"]
+    assert all(len(item.custom_id) <= 100 for item in [*buttons, menu])
 
-    stranger = FakeInteraction(member(1), channel_id=channel().id)
-    assert not await view.interaction_check(stranger)  # type: ignore[arg-type]
+    stranger = FakeInteraction(member(1), channel_id=channel().id, client=bot)
+    await buttons[0].callback(stranger)  # type: ignore[arg-type]
     (refusal,) = stranger.answers
     assert refusal.ephemeral and refusal.text == f"Only {member(0).mention} can change this."
     assert await rows(history, member(0)) == [(str(channel().id), "happy")]
 
-    pressing = FakeInteraction(member(0), channel_id=channel().id)
-    assert await view.interaction_check(pressing)  # type: ignore[arg-type]
+    pressing = FakeInteraction(member(0), channel_id=channel().id, client=bot)
     await buttons[0].callback(pressing)  # type: ignore[arg-type]
     (edited,) = pressing.response.sent
     chosen = buttons[0].emotion
     assert edited.kwargs["edit"] and edited.text.startswith(f"Got it: you feel {chosen} ")
     assert f"For a {chosen} mood" in edited.text
-    new_view = edited.kwargs["view"]
-    assert isinstance(new_view, CorrectionView) and new_view.owner == member(0)
     assert await rows(history, member(0)) == [(str(channel().id), chosen)]
 
-    # "Something else": the menu of every mood.
-    (new_menu,) = [item for item in new_view.children if isinstance(item, MoodMenu)]
-    assert new_menu.placeholder == "Not quite? Change it"
-    new_menu._values = ["sad"]
-    choosing = FakeInteraction(member(0), channel_id=channel().id)
-    await new_menu.callback(choosing)  # type: ignore[arg-type]
+    # "Something else": the menu of every mood, rebuilt from its custom_id as after a restart.
+    _, new_menu = fix_items(edited.kwargs["view"])
+    assert new_menu.item.placeholder == "Not quite? Change it"
+    match = FixMenu.__discord_ui_compiled_template__.fullmatch(new_menu.custom_id)
+    assert match is not None
+    choosing = FakeInteraction(member(0), channel_id=channel().id, client=bot)
+    revived = await FixMenu.from_custom_id(choosing, new_menu.item, match)  # type: ignore[arg-type]
+    revived.item._values = ["sad"]
+    await revived.callback(choosing)  # type: ignore[arg-type]
     assert choosing.response.sent[0].text.startswith("Got it: you feel sad 😢.")
     (entry,) = await history.recent("discord", str(member(0).id))
     assert (entry.emotion, entry.predicted) == ("sad", "happy")
@@ -480,15 +485,20 @@ async def test_not_quite_on_discord_refuses_kindly_when_the_mood_is_gone(
     bot: MoodBot, history: AsyncHistory, photos: dict[str, Path]
 ) -> None:
     image = attachment(bot, photos["smile.jpg"], "image/jpeg")
-    asking = FakeInteraction(member(0), channel().id, locale=discord.Locale.korean)
+    korean = discord.Locale.korean
+    asking = FakeInteraction(member(0), channel().id, locale=korean, client=bot)
     await invoke(bot, "mood", asking, image=image)
-    view = asking.followup.sent[0].kwargs["view"]
+    buttons, _ = fix_items(asking.followup.sent[0].kwargs["view"])
     await bot.service.forget(interaction_sender(asking))  # type: ignore[arg-type]
-    pressing = FakeInteraction(member(0), channel().id, locale=discord.Locale.korean)
-    await view.choose(pressing, "sad")
+    pressing = FakeInteraction(member(0), channel().id, locale=korean, client=bot)
+    await buttons[0].callback(pressing)  # type: ignore[arg-type]
     (refusal,) = pressing.answers
     assert refusal.ephemeral and refusal.text == "그 감정 기록은 이미 지워져서 바꿀 것이 없어요."
     assert await rows(history, member(0)) == []
+
+
+async def test_not_quite_buttons_are_registered_to_survive_restarts(bot: MoodBot) -> None:
+    assert {FixButton, FixMenu} <= set(bot._connection._view_store._dynamic_items.values())
 
 
 async def test_preferences_and_texts_answer_only_the_asker(bot: MoodBot) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,12 +30,12 @@ from bot.core import (
     Sender,
     Upload,
 )
-from bot.correction import CorrectionOffer
+from bot.correction import CorrectionOffer, button_data
 from bot.music import Recommendation
 from bot.settings import Settings
 from bot.texts import COMMANDS, emotion_name, language_of, say
 from bot.transports import StartupError, fit, guess_image_type, mood_button_label
-from ml.labels import EMOJI
+from ml.labels import EMOJI, EMOTIONS
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class Selfies(commands.Cog):
         """The music links and "Not quite?" buttons of a selfie answer (None: links only)."""
         if reply.correction is None:
             return None
-        return CorrectionView(self.service, self.bot, reply, owner, who.language)
+        return correction_view(reply, owner.id, who.language)
 
     def _addressed(self, message: discord.Message) -> bool:
         """A DM, or a message that mentions me directly."""
@@ -240,83 +241,102 @@ class Selfies(commands.Cog):
             await message.reply(**message_parts(reply, view), mention_author=False)
 
 
-class CorrectionView(discord.ui.View):
-    """Music links and "Not quite?" under a selfie answer: buttons for the likeliest other
-    moods and a menu of every mood. Only the selfie's owner can use them (the core checks the
-    signed ref too); a correction edits the answer in place."""
+# --- "Not quite?" --------------------------------------------------------------------------------
+# Dynamic items: their state lives in the custom_id, so buttons keep working after a restart.
+# The owner's id in it only words the refusal; the core's signed ref is what grants a correction.
 
-    def __init__(
-        self, service: MoodService, bot: MoodBot, reply: Reply, owner: discord.abc.User, lang: str
-    ) -> None:
-        offer = reply.correction
-        assert offer is not None, "only answers with a correction offer get these buttons"
-        super().__init__(timeout=service.correction_window.total_seconds())
-        self.service = service
-        self.bot = bot
-        self.offer = offer
-        self.owner = owner
-        add_links(self, reply.links[:LINK_BUTTONS])
-        for emotion in offer.suggestions:
-            self.add_item(MoodButton(emotion, mood_button_label(lang, emotion)))
-        self.add_item(MoodMenu(offer, lang))
+_REF = r"[0-9a-z]{1,12}\.[0-9a-z]{1,12}\.[A-Za-z0-9_-]{1,16}"
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        """Let only the selfie's owner press; others get an ephemeral word."""
-        if interaction.user.id == self.owner.id:
-            return True
-        lang = language_of(interaction.locale.value)
-        text = say(lang, "only_owner_can_fix", name=self.owner.mention)
-        await interaction.response.send_message(text, ephemeral=True)
-        return False
 
-    async def choose(self, interaction: discord.Interaction, emotion: str) -> None:
-        """Correct the mood, then edit the answer (or say privately why not)."""
-        with self.bot.in_flight.track():
+def correction_view(reply: Reply, owner: int, lang: str) -> discord.ui.View:
+    """Music links, then the likeliest other moods as buttons and every mood in a menu."""
+    offer = reply.correction
+    assert offer is not None, "only answers with a correction offer get these buttons"
+    view = add_links(discord.ui.View(timeout=None), reply.links[:LINK_BUTTONS])
+    for emotion in offer.suggestions:
+        view.add_item(FixButton(offer.ref, emotion, owner, mood_button_label(lang, emotion)))
+    view.add_item(FixMenu(offer, owner, lang))
+    return view
+
+
+async def fix_pressed(interaction: discord.Interaction, ref: str, emotion: str, owner: int) -> None:
+    """Correct the mood for its owner and edit the answer; anyone else is told whose it is."""
+    bot = interaction.client
+    assert isinstance(bot, MoodBot)
+    try:
+        if interaction.user.id != owner:
+            lang = language_of(interaction.locale.value)
+            text = say(lang, "only_owner_can_fix", name=f"<@{owner}>")
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        with bot.in_flight.track():
             who = interaction_sender(interaction)
-            reply = await self.service.correct(who, self.offer.ref, emotion)
+            reply = await bot.service.correct(who, ref, emotion)
             if not reply.ok:
                 await interaction.response.send_message(reply.text, ephemeral=True)
                 return
-            self.stop()
-            view = CorrectionView(self.service, self.bot, reply, self.owner, who.language)
+            view = correction_view(reply, owner, who.language)
             await interaction.response.edit_message(embed=embed_of(reply), view=view)
-
-    async def on_error(
-        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
-    ) -> None:
-        """Log a failed press with its traceback and answer kindly."""
-        log.error("Discord correction button failed", exc_info=error)
+    except Exception:
+        log.exception("Discord correction button failed")
         await tell_kindly(interaction)
 
 
-class MoodButton(discord.ui.Button[CorrectionView]):
+class FixButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=rf"fix:(?P<ref>{_REF}):(?P<emotion>[a-z]{{1,20}}):(?P<owner>[0-9]{{1,20}})",
+):
     """One of the likeliest other moods."""
 
-    def __init__(self, emotion: str, label: str) -> None:
-        super().__init__(label=label, style=discord.ButtonStyle.secondary, row=3)
-        self.emotion = emotion
+    def __init__(self, ref: str, emotion: str, owner: int, label: str | None = None) -> None:
+        custom_id = f"{button_data(ref, emotion)}:{owner}"
+        button = discord.ui.Button[Any](
+            label=label or emotion, style=discord.ButtonStyle.secondary, custom_id=custom_id, row=3
+        )
+        super().__init__(button)
+        self.ref, self.emotion, self.owner = ref, emotion, owner
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
+    ) -> FixButton:
+        return cls(match["ref"], match["emotion"], int(match["owner"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        assert self.view is not None
-        await self.view.choose(interaction, self.emotion)
+        await fix_pressed(interaction, self.ref, self.emotion, self.owner)
 
 
-class MoodMenu(discord.ui.Select[CorrectionView]):
+class FixMenu(
+    discord.ui.DynamicItem[discord.ui.Select[Any]],
+    template=rf"fixmenu:(?P<ref>{_REF}):(?P<owner>[0-9]{{1,20}})",
+):
     """Every mood, for "something else"."""
 
-    def __init__(self, offer: CorrectionOffer, lang: str) -> None:
+    def __init__(self, offer: CorrectionOffer, owner: int, lang: str = "en") -> None:
         options = [
             discord.SelectOption(
                 label=emotion_name(lang, emotion), value=emotion, emoji=EMOJI.get(emotion)
             )
             for emotion in offer.choices
         ]
-        placeholder = say(lang, "fix_more" if offer.suggestions else "fix_again")
-        super().__init__(placeholder=placeholder, options=options, row=4)
+        menu = discord.ui.Select[Any](
+            custom_id=f"fixmenu:{offer.ref}:{owner}",
+            placeholder=say(lang, "fix_more" if offer.suggestions else "fix_again"),
+            options=options,
+            row=4,
+        )
+        super().__init__(menu)
+        self.ref, self.owner = offer.ref, owner
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Select[Any], match: re.Match[str]
+    ) -> FixMenu:
+        offer = CorrectionOffer(match["ref"], "", (), EMOTIONS)
+        return cls(offer, int(match["owner"]), language_of(interaction.locale.value))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        assert self.view is not None
-        await self.view.choose(interaction, self.values[0])
+        await fix_pressed(interaction, self.ref, self.item.values[0], self.owner)
 
 
 class History(commands.Cog):
@@ -488,6 +508,7 @@ class MoodBot(commands.Bot):
         """Load one cog per feature, each with the core passed in; publish the commands."""
         for cog in (Selfies, History, GroupMix, Preferences):
             await self.add_cog(cog(self, self.service))
+        self.add_dynamic_items(FixButton, FixMenu)
         if self.sync_commands:
             await self._sync()
 
