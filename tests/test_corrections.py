@@ -338,3 +338,11 @@ def test_stats_cli_without_a_database_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no history database at" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+def test_privacy_says_that_corrections_are_stored(service: MoodService) -> None:
+    english = service.privacy(ALICE).text
+    assert "When you correct a mood with the buttons, I store your choice" in english
+    assert "버튼으로 감정을 고치면" in service.privacy(MINJI).text
+    privacy_doc = (Path(__file__).resolve().parents[1] / "docs" / "PRIVACY.md").read_text()
+    assert "`predicted`" in privacy_doc and "`corrected_at`" in privacy_doc
