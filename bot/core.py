@@ -20,7 +20,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol
 
 from bot import texts
 from bot.chart import render_mood_chart
-from bot.correction import CorrectionOffer, RefSigner
+from bot.correction import CorrectionOffer, Ref, RefSigner
 from bot.history import History, HistoryUnavailable, MoodEntry
 from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
 from bot.ratelimit import Limiter
@@ -407,10 +407,31 @@ class MoodService:
         `correction_window` after it; one stored nowhere only gets new music. A ref signed for
         someone else, tampered or too old, or an unknown emotion, changes nothing.
         """
+        checked = self._check_correction(who, ref, choice)
+        if isinstance(checked, Reply):
+            return checked
+        verified, emotion = checked
+        key = "corrected_music_only"
+        if verified.stored:
+            refusal = await self._correct_stored(who, verified.row_id, emotion)
+            if refusal is not None:
+                return refusal
+            key = "corrected"
+        music = await self._music_for(who, emotion)
+        text = say(who.language, key, **self._mood_values(who.language, emotion))
+        return Reply(
+            text=f"{text}\n{self._why(who, music)}",
+            links=music.recommendations,
+            music=music,
+            correction=CorrectionOffer(ref, emotion, (), EMOTIONS),
+        )
+
+    def _check_correction(self, who: Sender, ref: str, choice: str) -> tuple[Ref, str] | Reply:
+        """The verified ref and the chosen emotion, or the reply that refuses them."""
+        # The log says only that it happened and where: no ids, refs or payloads.
         lang = who.language
         verified = self.signer.verify(who.platform, who.user_id, ref)
         if verified is None:
-            # No ids or payloads in the log: only that it happened, and where.
             log.info("Refused a correction on %s: invalid or foreign button", who.platform)
             return Reply(text=say(lang, "correction_invalid"), error_code="correction_invalid")
         emotion = emotion_for(choice)  # English, Korean or an alias
@@ -418,38 +439,32 @@ class MoodService:
             log.info("Refused a correction on %s: unknown emotion", who.platform)
             choices = ", ".join(emotion_name(lang, e) for e in EMOTIONS)
             return Reply(text=say(lang, "fix_unknown", choices=choices), error_code="bad_argument")
-        now = self._clock()
-        if now - verified.issued_at > self.correction_window:
+        if self._clock() - verified.issued_at > self.correction_window:
             log.info("Refused a correction on %s: too old", who.platform)
             hours = round(self.correction_window.total_seconds() / 3600)
             text = say(lang, "correction_expired", hours=hours)
             return Reply(text=text, error_code="correction_expired")
-        text = say(lang, "corrected_music_only", **self._mood_values(lang, emotion))
-        if verified.stored:
-            try:
-                before = await self.history.correct_mood(
-                    verified.row_id,
-                    who.platform,
-                    who.user_id,
-                    emotion,
-                    since=now - self.correction_window,
-                    at=now,
-                )
-            except HistoryUnavailable as exc:
-                return _history_down(who, exc)
-            if before is None:
-                log.info("Refused a correction on %s: the mood is gone", who.platform)
-                return Reply(text=say(lang, "correction_gone"), error_code="correction_gone")
-            self._count_correction(who, before.predicted or before.emotion, before.emotion, emotion)
-            text = say(lang, "corrected", **self._mood_values(lang, emotion))
-        music = await self._music_for(who, emotion)
-        offer = CorrectionOffer(ref, emotion, (), EMOTIONS)
-        return Reply(
-            text=f"{text}\n{self._why(who, music)}",
-            links=music.recommendations,
-            music=music,
-            correction=offer,
-        )
+        return verified, emotion
+
+    async def _correct_stored(self, who: Sender, row_id: int, emotion: str) -> Reply | None:
+        """Update the stored row in place; a refusal when it is gone (or the DB is down)."""
+        now = self._clock()
+        try:
+            before = await self.history.correct_mood(
+                row_id,
+                who.platform,
+                who.user_id,
+                emotion,
+                since=now - self.correction_window,
+                at=now,
+            )
+        except HistoryUnavailable as exc:
+            return _history_down(who, exc)
+        if before is None:
+            log.info("Refused a correction on %s: the mood is gone", who.platform)
+            return Reply(text=say(who.language, "correction_gone"), error_code="correction_gone")
+        self._count_correction(who, before.predicted or before.emotion, before.emotion, emotion)
+        return None
 
     def _count_correction(self, who: Sender, predicted: str, before: str, after: str) -> None:
         if after in (before, predicted) or self.observer is None:
