@@ -48,6 +48,9 @@ class Sender:
     chat_id: str
     user_id: str
     language: str = "en"
+    # The platform's id of the message being answered, the same on every delivery of it
+    # (Telegram's update_id): what it stores is stored once however often it is processed.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,7 @@ class MoodService:
             confidence=round(face.confidence, 4),
             face_count=face_count,
             created_at=self._clock(),
+            request_id=who.request_id,
         )
         try:
             return await self.history.record(entry)

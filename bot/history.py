@@ -63,6 +63,9 @@ class MoodEntry:
     # Set once the owner corrected the mood: `emotion` is then theirs, this the model's reading.
     predicted: str | None = None
     id: int | None = field(default=None, compare=False)  # the row id, once stored
+    # The chat platform's id of the message it came from (Telegram's update_id): a message
+    # processed twice (a webhook redelivered, a replica that died mid-way) is stored once.
+    request_id: str | None = field(default=None, compare=False)
 
     @property
     def corrected(self) -> bool:
@@ -151,6 +154,14 @@ def _m003_mood_corrections(db: Database) -> None:
     moods.add_column("corrected_at", str)
 
 
+@MIGRATIONS(name="m004_mood_request_ids")
+def _m004_mood_request_ids(db: Database) -> None:
+    moods = db.table("moods")
+    moods.add_column("request_id", str)
+    # NULLs never clash: only moods from an identified message are deduplicated.
+    moods.create_index(["request_id"], index_name="idx_moods_request", unique=True)
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -228,6 +239,7 @@ def _to_row(entry: MoodEntry) -> dict[str, Any]:
         "confidence": float(entry.confidence),
         "face_count": int(entry.face_count),
         "created_at": _timestamp("created_at", entry.created_at),
+        "request_id": entry.request_id,
     }
 
 
@@ -357,10 +369,24 @@ def correction_stats_from(rows: Iterable[dict[str, Any]]) -> CorrectionStats:
     )
 
 
-def insert_sql(table: str, row: dict[str, Any]) -> str:
-    """An INSERT of exactly the row's columns, returning the new id."""
+def insert_sql(table: str, row: dict[str, Any], *, unless: str = "") -> str:
+    """An INSERT of exactly the row's columns, returning the new id.
+
+    `unless` names a unique column: a row whose value is already there is not inserted (and
+    nothing is returned).
+    """
     columns = ", ".join(row)
-    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))}) RETURNING id"
+    skip = f" ON CONFLICT ({unless}) DO NOTHING" if unless else ""
+    values = ", ".join("?" * len(row))
+    return f"INSERT INTO {table} ({columns}) VALUES ({values}){skip} RETURNING id"
+
+
+SQL_MOOD_OF_REQUEST = "SELECT id FROM moods WHERE request_id = ?"
+
+
+def insert_mood_sql(row: dict[str, Any]) -> str:
+    """Store a mood once per request: a second insert for the same request_id does nothing."""
+    return insert_sql("moods", row, unless="request_id")
 
 
 class History(Protocol):
@@ -507,10 +533,14 @@ class HistoryStore:
     def record(self, entry: MoodEntry) -> int:
         """Store one mood entry and return its row id."""
         _validate(entry)
+        row = _to_row(entry)
         with self._write():
-            row_id = self._db.table("moods").insert(_to_row(entry)).last_pk
+            inserted = self._db.execute(insert_mood_sql(row), list(row.values())).fetchone()
+            if inserted is None:  # this message's mood is already stored
+                logger.info("Mood of %s already recorded", entry.request_id)
+                inserted = self._db.execute(SQL_MOOD_OF_REQUEST, [entry.request_id]).fetchone()
         logger.debug("Recorded %s for %s:%s", entry.emotion, entry.platform, entry.user_id)
-        return int(row_id)
+        return int(inserted[0])
 
     @_guarded
     def recent(self, platform: str, user_id: str, limit: int = 10) -> list[MoodEntry]:

@@ -37,6 +37,7 @@ from bot.history import (
     SQL_FORGET_PREFERENCES,
     SQL_GET_PREFERENCES,
     SQL_MOOD_COUNTS,
+    SQL_MOOD_OF_REQUEST,
     SQL_OWN_RECENT_ENTRY,
     SQL_RECENT,
     SQL_SET_PREFERENCES,
@@ -58,7 +59,7 @@ from bot.history import (
     correction_params,
     correction_stats_from,
     correction_stats_sql,
-    insert_sql,
+    insert_mood_sql,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,34 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "m003_mood_corrections",
         # A corrected row keeps the model's reading in `predicted`; others leave both NULL.
         "ALTER TABLE moods ADD COLUMN predicted text, ADD COLUMN corrected_at timestamptz;",
+    ),
+    (
+        "m004_mood_request_ids",
+        # NULLs never clash: only moods from an identified message are deduplicated.
+        """
+        ALTER TABLE moods ADD COLUMN request_id text;
+        CREATE UNIQUE INDEX idx_moods_request ON moods (request_id);
+        """,
+    ),
+    (
+        "m005_telegram_inbox",
+        # Webhook updates, written before Telegram gets its 200 (bot/inbox.py). `payload` is
+        # the update's JSON (file ids, never photo bytes) and is cleared once handled; the row
+        # stays a day so that a redelivery is recognised.
+        """
+        CREATE TABLE telegram_inbox (
+            update_id bigint PRIMARY KEY,
+            user_id text,
+            payload jsonb,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            claimed_by text,
+            lease_until timestamptz,
+            attempts integer NOT NULL DEFAULT 0,
+            done_at timestamptz
+        );
+        CREATE INDEX idx_inbox_pending ON telegram_inbox (received_at) WHERE done_at IS NULL;
+        CREATE INDEX idx_inbox_user ON telegram_inbox (user_id);
+        """,
     ),
 )
 
@@ -205,13 +234,13 @@ class PostgresHistory:
             raise HistoryUnavailable(self.url, reason) from exc
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         with self._errors():
             async with self._pool.connection() as conn, conn.transaction():
                 yield conn
 
     async def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             cursor = await conn.execute(pg(sql), params)
             return await cursor.fetchall()
 
@@ -220,7 +249,7 @@ class PostgresHistory:
     async def migrate(self) -> list[str]:
         """Apply the pending steps, each once however many replicas start together."""
         applied: list[str] = []
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             # Held until this transaction ends: a second replica waits here, then finds
             # nothing left to do. DDL is transactional in PostgreSQL, so a failed step
             # leaves no half-made schema behind.
@@ -246,9 +275,13 @@ class PostgresHistory:
         """Store one mood entry and return its row id."""
         _validate(entry)
         row = _to_row(entry)
-        async with self._transaction() as conn:
-            cursor = await conn.execute(pg(insert_sql("moods", row)), list(row.values()))
+        async with self.transaction() as conn:
+            cursor = await conn.execute(pg(insert_mood_sql(row)), list(row.values()))
             found = await cursor.fetchone()
+            if found is None:  # this message's mood is already stored
+                log.info("Mood of %s already recorded", entry.request_id)
+                cursor = await conn.execute(pg(SQL_MOOD_OF_REQUEST), [entry.request_id])
+                found = await cursor.fetchone()
         assert found is not None
         return int(found["id"])
 
@@ -282,7 +315,7 @@ class PostgresHistory:
         """Replace the mood of one of this user's rows created since `since`, in place."""
         _require_text("emotion", emotion)
         where = [row_id, platform, user_id, _timestamp("since", since)]
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             # FOR UPDATE: two corrections of one row on two replicas apply one after the other.
             cursor = await conn.execute(pg(SQL_OWN_RECENT_ENTRY) + " FOR UPDATE", where)
             row = await cursor.fetchone()
@@ -299,16 +332,18 @@ class PostgresHistory:
 
     async def forget_user(self, platform: str, user_id: str) -> int:
         """Delete a user's moods in every chat of `platform` and their preferences."""
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             deleted = await conn.execute(pg(SQL_FORGET_MOODS), [platform, user_id])
             await conn.execute(pg(SQL_FORGET_PREFERENCES), [platform, user_id])
+            if platform == "telegram":  # the webhook inbox holds their messages for a day
+                await conn.execute("DELETE FROM telegram_inbox WHERE user_id = %s", [user_id])
         log.info("Forgot %d moods of %s:%s", deleted.rowcount, platform, user_id)
         return deleted.rowcount
 
     async def delete_older_than(self, cutoff: datetime) -> int:
         """Delete every entry created before `cutoff`; 0 while another replica is purging."""
         cutoff_text = _timestamp("cutoff", cutoff)
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             cursor = await conn.execute(
                 "SELECT pg_try_advisory_xact_lock(%s) AS mine", [RETENTION_LOCK]
             )
@@ -335,7 +370,7 @@ class PostgresHistory:
     ) -> Preferences:
         """Change only the given preferences (genre=None clears it); returns the result."""
         mode, genre = _checked_preferences(platform, user_id, mode, genre)
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             # Two replicas changing one user's mode and genre at once must not lose either:
             # the row lock makes the read-merge-write below one step.
             await conn.execute(
@@ -378,13 +413,13 @@ class PostgresHistory:
             f"INSERT INTO {table} ({', '.join(columns)}){overriding} VALUES {values}"
             f" ON CONFLICT {key} DO NOTHING"
         )
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             cursor = await conn.execute(sql, [row[c] for row in rows for c in columns])
             return cursor.rowcount
 
     async def _copy_moods(self, rows: list[dict[str, Any]]) -> int:
         ids = [row["id"] for row in rows]
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             cursor = await conn.execute(
                 "SELECT id, platform, user_id, created_at FROM moods WHERE id = ANY(%s)", [ids]
             )
@@ -453,7 +488,7 @@ async def copy_from_sqlite(sqlite_path: Path, url: str, *, batch: int = 1000) ->
                 copied = await history._copy_rows("preferences", chunk, "(platform, user_id)")
                 prefs_copied += copied
                 prefs_present += len(chunk) - copied
-        async with history._transaction() as conn:
+        async with history.transaction() as conn:
             # New moods must get ids after the copied ones.
             await conn.execute(
                 "SELECT setval(pg_get_serial_sequence('moods', 'id'),"

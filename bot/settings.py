@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     telegram_webhook_listen: str = Field("127.0.0.1", alias="TELEGRAM_WEBHOOK_LISTEN")
     telegram_webhook_port: int = Field(8443, ge=1, le=65535, alias="TELEGRAM_WEBHOOK_PORT")
     telegram_webhook_secret: SecretStr | None = Field(None, alias="TELEGRAM_WEBHOOK_SECRET")
+    # Webhook + PostgreSQL: a claimed update whose replica died is handled elsewhere after this.
+    inbox_lease_s: float = Field(60.0, ge=1, le=3600, alias="MOODBOT_INBOX_LEASE_S")
     discord_bot_token: SecretStr | None = Field(None, alias="DISCORD_BOT_TOKEN")
     discord_sync_commands: bool = Field(True, alias="DISCORD_SYNC_COMMANDS")
     discord_guild_id: int | None = Field(None, gt=0, alias="DISCORD_GUILD_ID")

@@ -77,6 +77,7 @@ def test_migrations_apply_to_a_fresh_file_and_not_again(path: Path) -> None:
         (1, "moodbot", "m001_create_moods"),
         (2, "moodbot", "m002_create_preferences"),
         (3, "moodbot", "m003_mood_corrections"),
+        (4, "moodbot", "m004_mood_request_ids"),
     ]
     HistoryStore(path).close()
     HistoryStore(path).close()
@@ -101,6 +102,7 @@ def test_schema_columns(store: HistoryStore, path: Path) -> None:
         ("created_at", "TEXT", 1, 0),
         ("predicted", "TEXT", 0, 0),
         ("corrected_at", "TEXT", 0, 0),
+        ("request_id", "TEXT", 0, 0),
     ]
     assert raw(path, columns, ("preferences",)) == [
         ("platform", "TEXT", 1, 1),
@@ -111,6 +113,7 @@ def test_schema_columns(store: HistoryStore, path: Path) -> None:
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'moods'"
     assert sorted(raw(path, indexes)) == [
         ("idx_moods_chat_time",),
+        ("idx_moods_request",),
         ("idx_moods_time",),
         ("idx_moods_user_time",),
     ]
@@ -152,7 +155,19 @@ def test_record_stores_exactly_the_entry(store: HistoryStore, path: Path) -> Non
     )
     assert store.record(entry) == 1
     assert raw(path, "SELECT * FROM moods") == [
-        (1, "discord", "g1", "42", "sad", 0.25, 2, "2026-05-01T12:00:00.000000+00:00", None, None)
+        (
+            1,
+            "discord",
+            "g1",
+            "42",
+            "sad",
+            0.25,
+            2,
+            "2026-05-01T12:00:00.000000+00:00",
+            None,
+            None,
+            None,
+        )
     ]
     assert store.recent("discord", "42") == [
         MoodEntry("discord", "g1", "42", "sad", 0.25, 2, datetime(2026, 5, 1, 12, tzinfo=UTC))
@@ -529,6 +544,7 @@ def test_many_threads_open_a_fresh_file_together(path: Path) -> None:
         ("m001_create_moods",),
         ("m002_create_preferences",),
         ("m003_mood_corrections",),
+        ("m004_mood_request_ids",),
     ]
 
 
@@ -660,7 +676,7 @@ def test_read_only_needs_an_existing_up_to_date_file(tmp_path: Path) -> None:
         HistoryStore(empty, read_only=True)
     assert caught.value.reason == (
         "schema is out of date (pending: m001_create_moods, m002_create_preferences,"
-        " m003_mood_corrections)"
+        " m003_mood_corrections, m004_mood_request_ids)"
     )
 
 

@@ -246,3 +246,17 @@ async def test_correction_stats_count_analyses_corrections_and_the_matrix(
     assert stats.predicted == {"happy": 4, "sad": 2}
     assert stats.matrix == {("happy", "sad"): 2, ("happy", "neutral"): 1, ("sad", "angry"): 1}
     assert (await history.correction_stats()).analyses == 7
+
+
+async def test_a_message_processed_twice_is_stored_once(history: History) -> None:
+    from dataclasses import replace
+
+    first = replace(mood("happy"), request_id="telegram:7")
+    again = replace(mood("sad", minutes=1), request_id="telegram:7")  # a second analysis
+    row = await history.record(first)
+    assert await history.record(again) == row
+    assert [e.emotion for e in await history.recent("telegram", "u1")] == ["happy"]
+    # Moods without a request id never clash.
+    await history.record(mood())
+    await history.record(mood())
+    assert len(await history.recent("telegram", "u1")) == 3

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import secrets
+import socket
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +66,9 @@ from tenacity import (
 
 from bot.core import DownloadFailed, MoodService, Reply, Sender, Upload, history_limit
 from bot.correction import MORE, PREFIX, button_data, parse_button
+from bot.history import HistoryUnavailable
+from bot.history_pg import PostgresHistory
+from bot.inbox import InboxItem, TelegramInbox
 from bot.settings import TELEGRAM_API, Settings
 from bot.texts import COMMANDS, language_of, say
 from bot.transports import StartupError, fit, mood_button_label
@@ -98,6 +103,9 @@ class TelegramConfig:
     send_attempts: int = 4
     send_backoff_s: float = 0.5
     max_retry_after_s: float = 60.0
+    # With a PostgreSQL history, webhook updates go through the durable inbox (bot/inbox.py);
+    # a claimed update whose replica died is handled elsewhere after this many seconds.
+    inbox_lease_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelegramConfig:
@@ -111,6 +119,7 @@ class TelegramConfig:
             listen=settings.telegram_webhook_listen,
             port=settings.telegram_webhook_port,
             secret_token=secret.get_secret_value() if secret else None,
+            inbox_lease_s=settings.inbox_lease_s,
         )
 
 
@@ -121,7 +130,8 @@ def sender_of(update: Update) -> Sender:
     """Who sent this update, and in which chat."""
     user, chat = update.effective_user, update.effective_chat
     assert user and chat, "updates without a user or chat are not routed here"
-    return Sender(PLATFORM, str(chat.id), str(user.id), language_of(user.language_code))
+    request = f"{PLATFORM}:{update.update_id}"
+    return Sender(PLATFORM, str(chat.id), str(user.id), language_of(user.language_code), request)
 
 
 def pick_photo_size(
@@ -679,6 +689,20 @@ class TelegramHandlers:
             log.warning("Could not tell the user about the failure either", exc_info=True)
 
 
+INBOX_CONCURRENCY = 32  # updates one replica handles at once from the inbox
+INBOX_POLL_S = 0.5  # how often a replica looks for updates other replicas left behind
+INBOX_PURGE_EVERY_S = 3600.0
+INBOX_MAX_ATTEMPTS = 3  # an update whose handler died this often is dropped, not retried
+
+
+def _inbox_for(service: MoodService, config: TelegramConfig) -> TelegramInbox | None:
+    """The durable inbox: in webhook mode with a PostgreSQL history, else None."""
+    if not config.webhook_url or not isinstance(service.history, PostgresHistory):
+        return None
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    return TelegramInbox(service.history, owner=owner, lease_s=config.inbox_lease_s)
+
+
 def _message(update: Update) -> Message:
     message = update.effective_message
     assert message is not None, "only message updates are routed here"
@@ -721,6 +745,11 @@ class TelegramTransport:
         self._secret = config.secret_token or secrets.token_urlsafe(32)
         self._web: web.AppRunner | None = None
         self._stopped = asyncio.Event()
+        self.service = service
+        self.inbox = _inbox_for(service, config)
+        self._inbox_worker: asyncio.Task[None] | None = None
+        self._inbox_wake = asyncio.Event()
+        self._handling: set[asyncio.Task[None]] = set()
 
     @property
     def webhook_address(self) -> tuple[str, int] | None:
@@ -766,21 +795,82 @@ class TelegramTransport:
         self._web = web.AppRunner(server, access_log=None)
         await self._web.setup()
         await web.TCPSite(self._web, self.config.listen, self.config.port).start()
+        if self.inbox is not None:
+            self._inbox_worker = asyncio.create_task(self._work_inbox(), name="telegram-inbox")
         await self.application.bot.set_webhook(
             self.config.webhook_url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES
         )
 
     async def _receive(self, request: web.Request) -> web.Response:
-        """One update from Telegram, checked against the secret token, queued."""
+        """One update from Telegram, checked against the secret token, then queued or stored.
+
+        With the inbox, the 200 goes back only once the update is in the database: if it
+        cannot be stored, Telegram gets a 503 and delivers it again later.
+        """
         token = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(token.encode(), self._secret.encode()):
             return web.Response(status=403)
         try:
-            update = Update.de_json(await request.json(), self.application.bot)
+            payload = await request.json()
+            update = Update.de_json(payload, self.application.bot)
         except (ValueError, KeyError, TypeError):
             return web.Response(status=400)
-        await self.application.update_queue.put(update)
+        if self.inbox is None:
+            await self.application.update_queue.put(update)
+            return web.Response()
+        try:
+            await self.inbox.put(payload)
+        except HistoryUnavailable:
+            return web.Response(status=503)  # not acknowledged: Telegram retries
+        self._inbox_wake.set()
         return web.Response()
+
+    # --- the durable inbox (bot/inbox.py) ---------------------------------------------------------
+
+    async def _work_inbox(self) -> None:
+        """Claim pending updates (this replica's and orphans of dead ones) and handle them."""
+        assert self.inbox is not None
+        next_purge = 0.0
+        while True:
+            self._inbox_wake.clear()
+            free = INBOX_CONCURRENCY - len(self._handling)
+            try:
+                items = await self.inbox.claim(free) if free > 0 else []
+                if asyncio.get_running_loop().time() >= next_purge:
+                    await self.inbox.purge()
+                    next_purge = asyncio.get_running_loop().time() + INBOX_PURGE_EVERY_S
+            except HistoryUnavailable:
+                items = []  # logged by the history; the next round tries again
+            for item in items:
+                task = asyncio.create_task(self._handle_stored(item))
+                self._handling.add(task)
+                task.add_done_callback(self._handled)
+            if not items:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(INBOX_POLL_S):
+                        await self._inbox_wake.wait()
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._handling.discard(task)
+        self._inbox_wake.set()  # a slot is free
+
+    async def _handle_stored(self, item: InboxItem) -> None:
+        assert self.inbox is not None
+        try:
+            if not self.service.accepting:  # shutting down: another replica answers it
+                await self.inbox.release(item.update_id)
+                return
+            if item.attempts <= INBOX_MAX_ATTEMPTS:
+                update = Update.de_json(item.payload, self.application.bot)
+                await self.application.process_update(update)
+            else:
+                log.error("Telegram update %d failed %d times; dropped", item.update_id,
+                          item.attempts - 1)  # fmt: skip
+            await self.inbox.done(item.update_id)
+        except HistoryUnavailable:
+            pass  # not marked done: handled again once the lease runs out
+        except Exception:
+            log.exception("Telegram update %d could not be handled", item.update_id)
 
     async def _publish_commands(self) -> None:
         """Fill the command menu, in English and in Korean."""
@@ -799,8 +889,17 @@ class TelegramTransport:
         if self._web is not None:
             await self._web.cleanup()
             self._web = None
+        if self._inbox_worker is not None:
+            # No new claims; the updates being handled finish in close().
+            self._inbox_worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._inbox_worker
+            self._inbox_worker = None
 
     async def close(self, timeout: float) -> None:
+        if self._handling:
+            # Unfinished ones stay claimed: another replica handles them when the lease ends.
+            await asyncio.wait(set(self._handling), timeout=timeout)
         if self.application.running:
             try:
                 # Application.stop() handles the updates already fetched, then returns.

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 from PIL import Image
 
@@ -321,6 +322,26 @@ class FakeTelegram:
         self._updates.append(update)
         self._wake_pollers()
         return update
+
+    def take_updates(self) -> list[dict[str, Any]]:
+        """Remove and return the queued updates, for a test that delivers them by webhook."""
+        updates, self._updates = self._updates, []
+        return updates
+
+    async def deliver(
+        self, endpoint: str, update: dict[str, Any], *, secret: str, timeout: float = 10.0
+    ) -> int:
+        """POST one update to a bot's webhook as Telegram does; returns the HTTP status."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                endpoint,
+                json=update,
+                headers={"X-Telegram-Bot-Api-Secret-Token": secret},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response,
+        ):
+            return response.status
 
     def add_file(
         self, data: bytes, folder: str, suffix: str, declared_size: int | None = None
