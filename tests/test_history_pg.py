@@ -248,3 +248,20 @@ async def test_db_copy_refuses_a_database_holding_other_moods(
     missing = db_copy(str(tmp_path / "nothing.db"), postgres_url)
     assert missing.returncode == 1 and "no SQLite history" in missing.stderr
     assert not (tmp_path / "nothing.db").exists()
+
+
+async def test_the_postgres_schema_has_no_room_for_images(postgres_url: str) -> None:
+    await (await PostgresHistory.open(postgres_url)).aclose()
+    with psycopg.connect(postgres_url) as conn:
+        binary = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND data_type IN ('bytea', 'oid')"
+        ).fetchall()
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " ORDER BY 1"
+        ).fetchall()
+    assert binary == []
+    assert [t for (t,) in tables] == [
+        "moodbot_migrations", "moods", "preferences", "telegram_inbox",
+    ]  # fmt: skip

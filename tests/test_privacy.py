@@ -168,6 +168,7 @@ async def test_the_schema_has_no_room_for_images(history: AsyncHistory) -> None:
         "created_at": "TEXT",
         "predicted": "TEXT",  # the model's reading, once the person corrected it
         "corrected_at": "TEXT",
+        "request_id": "TEXT",  # e.g. telegram:<update_id>, so that a redelivery is stored once
     }
     assert columns["preferences"] == {
         "platform": "TEXT",
