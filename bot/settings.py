@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     discord_bot_token: SecretStr | None = Field(None, alias="DISCORD_BOT_TOKEN")
     discord_sync_commands: bool = Field(True, alias="DISCORD_SYNC_COMMANDS")
     discord_guild_id: int | None = Field(None, gt=0, alias="DISCORD_GUILD_ID")
+    # Sharding: the bot's total shard count, and which of them this replica runs ("0,1";
+    # empty: all of them). Replicas split the gateway by running disjoint shard ids.
+    discord_shard_count: int | None = Field(None, ge=1, le=10_000, alias="DISCORD_SHARD_COUNT")
+    discord_shard_ids: str | None = Field(None, alias="DISCORD_SHARD_IDS")
     spotify_client_id: str | None = Field(None, alias="SPOTIFY_CLIENT_ID")
     spotify_client_secret: SecretStr | None = Field(None, alias="SPOTIFY_CLIENT_SECRET")
     spotify_api_url: str = Field("https://api.spotify.com/v1/", alias="SPOTIFY_API_URL")
@@ -97,6 +101,8 @@ class Settings(BaseSettings):
         "telegram_base_file_url",
         "telegram_webhook_url",
         "discord_guild_id",
+        "discord_shard_count",
+        "discord_shard_ids",
         "redis_url",
         mode="before",
     )
@@ -141,6 +147,32 @@ class Settings(BaseSettings):
         if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return value
+
+    @model_validator(mode="after")
+    def _discord_shards(self) -> Settings:
+        self.discord_shards  # noqa: B018 (raises ValueError on bad values)
+        return self
+
+    @property
+    def discord_shards(self) -> tuple[int | None, tuple[int, ...] | None]:
+        """(DISCORD_SHARD_COUNT, DISCORD_SHARD_IDS as numbers); (None, None) when unsharded."""
+        count, text = self.discord_shard_count, self.discord_shard_ids
+        if text is None:
+            return count, None
+        if count is None:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT")
+        try:
+            ids = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise ValueError(
+                f"DISCORD_SHARD_IDS must be shard numbers separated by commas, got {text!r}"
+            ) from None
+        if len(set(ids)) != len(ids) or not all(0 <= i < count for i in ids):
+            raise ValueError(
+                f"DISCORD_SHARD_IDS must be distinct numbers from 0 to {count - 1}"
+                f" (DISCORD_SHARD_COUNT={count}), got {text!r}"
+            )
+        return count, tuple(sorted(ids))
 
     @model_validator(mode="after")
     def _spotify_pair(self) -> Settings:

@@ -58,15 +58,25 @@ class DiscordConfig:
     token: str = field(repr=False)
     sync_commands: bool = True
     guild_id: int | None = None  # sync to this server only: instant, for development
+    # Set: an auto-sharded bot over `shard_ids` of `shard_count` shards (all when None).
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiscordConfig:
         assert settings.discord_bot_token, "Discord needs DISCORD_BOT_TOKEN"
+        shard_count, shard_ids = settings.discord_shards
         return cls(
             token=settings.discord_bot_token.get_secret_value(),
             sync_commands=settings.discord_sync_commands,
             guild_id=settings.discord_guild_id,
+            shard_count=shard_count,
+            shard_ids=shard_ids,
         )
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None
 
 
 # --- small translations between Discord and the core ----------------------------------------------
@@ -489,6 +499,7 @@ class MoodBot(commands.Bot):
         sync_commands: bool = False,
         guild_id: int | None = None,
         intents: discord.Intents | None = None,
+        **options: Any,
     ) -> None:
         # moodbot never joins voice: no warnings about missing voice libraries.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
@@ -497,6 +508,7 @@ class MoodBot(commands.Bot):
             intents=intents or discord.Intents.default(),
             help_command=None,
             tree_cls=MoodTree,
+            **options,
         )
         self.service = service
         self.sync_commands = sync_commands
@@ -543,6 +555,25 @@ class MoodBot(commands.Bot):
             log.warning("Could not tell the user about the failure either", exc_info=True)
 
 
+class ShardedMoodBot(MoodBot, commands.AutoShardedBot):
+    """MoodBot over several gateway shards (discord.py's AutoShardedBot).
+
+    Give each replica its own DISCORD_SHARD_IDS of the same DISCORD_SHARD_COUNT: Discord sends
+    each server's events to one shard only, so every message is answered by one replica.
+    """
+
+
+def build_bot(service: MoodService, config: DiscordConfig) -> MoodBot:
+    """One MoodBot, auto-sharded when the configuration names shards."""
+    options: dict[str, Any] = {"sync_commands": config.sync_commands, "guild_id": config.guild_id}
+    if not config.sharded:
+        return MoodBot(service, **options)
+    shard_ids = list(config.shard_ids) if config.shard_ids is not None else None
+    bot = ShardedMoodBot(service, shard_count=config.shard_count, shard_ids=shard_ids, **options)
+    log.info("Discord: shards %s of %d", shard_ids or "all", config.shard_count)
+    return bot
+
+
 class DiscordTransport:
     """Runs a `MoodBot` with login/connect inside the shared event loop (not bot.run)."""
 
@@ -550,7 +581,7 @@ class DiscordTransport:
 
     def __init__(self, service: MoodService, config: DiscordConfig) -> None:
         self.config = config
-        self.bot = MoodBot(service, sync_commands=config.sync_commands, guild_id=config.guild_id)
+        self.bot = build_bot(service, config)
         self._gateway: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
