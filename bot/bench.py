@@ -31,7 +31,8 @@ from PIL import Image
 
 from ml.engine import EmotionEngine
 from ml.faces import published_mtcnn
-from ml.models import DEFAULT_MODEL, EmotionModel, load_emotion_model, preprocess_faces
+from ml.loader import load_emotion_model
+from ml.models import DEFAULT_MODEL, KerasEmotionModel, preprocess_faces
 
 Size = tuple[int, int]
 SIZES: tuple[Size, ...] = ((640, 480), (1280, 960), (4000, 3000))
@@ -173,7 +174,7 @@ def timed_ms(
 class SeedStylePipeline:
     """The original system's way: full-size image, eager MTCNN, one Keras predict per face."""
 
-    def __init__(self, model: EmotionModel) -> None:
+    def __init__(self, model: KerasEmotionModel) -> None:
         from mtcnn import MTCNN
 
         self._detector = MTCNN()

@@ -17,7 +17,8 @@ import numpy as np
 from ml.decode import DecodedImage, DecodeLimits, decode_image
 from ml.errors import EngineBusy, EngineClosed, MLError
 from ml.faces import Face, FaceDetector, crop_face
-from ml.models import DEFAULT_MODEL, EmotionModel, load_emotion_model
+from ml.loader import load_emotion_model
+from ml.models import DEFAULT_MODEL, EmotionModel
 
 log = logging.getLogger(__name__)
 

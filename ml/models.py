@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
@@ -105,13 +105,62 @@ def normalize(method: Normalization, batch: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown normalization {method!r}")
 
 
-class EmotionModel:
-    """A loaded bundle: call `predict` with RGB face crops, get one probability row per face."""
+class EmotionModel(Protocol):
+    """What the engine needs of a classifier, however it runs (Keras, SavedModel, TF Serving)."""
+
+    @property
+    def spec(self) -> BundleSpec:
+        """The bundle it was loaded from: labels, input size, colour, normalisation."""
+        ...
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Its output classes, in output order (the spec's labels)."""
+        ...
+
+    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities for RGB uint8 face crops, shape (len(crops), len(labels))."""
+        ...
+
+
+class BundleClassifier:
+    """What every classifier here shares: labels from the spec, and predict's checks.
+
+    A subclass sets `spec` and `source` (who answers, for errors) and computes `_probabilities`
+    of a preprocessed batch: in-process Keras below, a SavedModel or TF Serving (ml/serving.py).
+    """
+
+    spec: BundleSpec
+    source: str
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities, shape (len(crops), len(labels))."""
+        if not crops:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        probabilities = self._probabilities(preprocess_faces(self.spec, crops))
+        if probabilities.shape != (len(crops), len(self.labels)):
+            raise ModelLoadError(
+                f"{self.source} returned shape {probabilities.shape}, "
+                f"expected ({len(crops)}, {len(self.labels)})."
+            )
+        return probabilities
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class KerasEmotionModel(BundleClassifier):
+    """A bundle's Keras model, run in-process."""
 
     def __init__(self, spec: BundleSpec, keras_model: Any) -> None:
         import tensorflow as tf
 
         self.spec = spec
+        self.source = f"Model {spec.name!r}"
         self._model = keras_model
         shape = (None, *spec.input_size, spec.channels)
         # One traced graph for every batch size: no retracing as traffic varies.
@@ -122,25 +171,12 @@ class EmotionModel:
         )
 
     @property
-    def labels(self) -> tuple[str, ...]:
-        return self.spec.labels
-
-    @property
     def keras_model(self) -> Any:
-        """The underlying Keras model (for export and the benchmark's seed-style baseline)."""
+        """The underlying Keras model (for ensembles and the benchmark's seed-style baseline)."""
         return self._model
 
-    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities, shape (len(crops), len(labels))."""
-        if not crops:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        probabilities = np.asarray(self._forward(preprocess_faces(self.spec, crops)))
-        if probabilities.shape != (len(crops), len(self.labels)):
-            raise ModelLoadError(
-                f"Model {self.spec.name!r} returned shape {probabilities.shape}, "
-                f"expected ({len(crops)}, {len(self.labels)})."
-            )
-        return probabilities
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(batch))
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -215,16 +251,6 @@ def _read_bundle(directory: Path) -> tuple[BundleSpec, Path]:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelLoadError(f"{manifest} is not a valid model bundle manifest: {exc}") from exc
     return spec, directory / spec.model_file
-
-
-def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
-    """Load a model by registry name or bundle path; ModelLoadError names the file on failure."""
-    spec, weights = resolve_model(name_or_path)
-    if weights.is_dir():  # a SavedModel written by `moodbot export`
-        from ml.serving import load_served_model
-
-        return load_served_model(spec, weights)
-    return EmotionModel(spec, load_keras_model(spec, weights))
 
 
 def load_keras_model(spec: BundleSpec, weights: Path) -> Any:

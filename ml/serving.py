@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,14 @@ import numpy as np
 import requests
 
 from ml.errors import ModelLoadError
-from ml.models import BUNDLE_FILE, BundleSpec, EmotionModel, preprocess_faces, resolve_model
+from ml.models import (
+    BUNDLE_FILE,
+    BundleClassifier,
+    BundleSpec,
+    EmotionModel,
+    load_keras_model,
+    resolve_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ def export_saved_model(
     target = out / str(version)
     if target.exists() and not (target / "saved_model.pb").is_file():
         raise FileExistsError(f"{target} exists and is not a SavedModel; not replacing it.")
-    keras_model = _load_keras(weights)
+    keras_model = load_keras_model(spec, weights)
     if target.exists():
         shutil.rmtree(target)  # re-exporting a version replaces it whole
     out.mkdir(parents=True, exist_ok=True)
@@ -70,19 +76,6 @@ def export_saved_model(
     return target
 
 
-def _load_keras(weights: Path) -> Any:
-    if not weights.is_file():
-        raise ModelLoadError(f"Model file {weights} does not exist.")
-    import keras
-
-    import ml.layers  # noqa: F401  (registers the custom layers that bundles may use)
-
-    try:
-        return keras.models.load_model(weights, compile=False)
-    except Exception as exc:  # Keras raises many types for a damaged file; all mean the same.
-        raise ModelLoadError(f"Model file {weights} could not be loaded: {exc}") from exc
-
-
 def load_served_model(spec: BundleSpec, location: Path) -> EmotionModel:
     """The classifier of an exported bundle: over REST when it names a server, else in-process.
 
@@ -94,17 +87,7 @@ def load_served_model(spec: BundleSpec, location: Path) -> EmotionModel:
     return SavedModelClassifier(spec, location)
 
 
-class _Endpoint:
-    """Gives a SavedModel function the call signature of a Keras model."""
-
-    def __init__(self, function: Any) -> None:
-        self._function = function
-
-    def __call__(self, batch: Any, training: bool = False) -> Any:
-        return self._function(batch)
-
-
-class SavedModelClassifier(EmotionModel):
+class SavedModelClassifier(BundleClassifier):
     """An exported classifier, run in-process by TensorFlow (no Keras model file needed)."""
 
     def __init__(self, spec: BundleSpec, directory: Path) -> None:
@@ -118,41 +101,36 @@ class SavedModelClassifier(EmotionModel):
         # One named input (the faces) and one named output (the probabilities).
         (name,) = function.structured_input_signature[1]
         (output,) = function.structured_outputs
-        super().__init__(spec, _Endpoint(lambda batch: function(**{name: batch})[output]))
+        self.spec = spec
+        self.source = f"Model {spec.name!r}"
+        self._call = lambda batch: function(**{name: tf.constant(batch)})[output]
         log.info("Loaded emotion model %s from the SavedModel %s", spec.name, directory)
 
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._call(batch))
 
-class TFServingClassifier(EmotionModel):
+
+class TFServingClassifier(BundleClassifier):
     """A classifier served by TensorFlow Serving, called over its REST predict API.
 
     Called from the engine's worker thread, so a blocking HTTP request is fine there.
     """
 
     def __init__(self, spec: BundleSpec, url: str, *, timeout_s: float = REST_TIMEOUT_S) -> None:
-        # No Keras model here: predict() below replaces the in-process forward pass.
         self.spec = spec
+        self.source = "TensorFlow Serving"
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         log.info("Emotion model %s is served by %s", spec.name, self.url)
 
-    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities from the server, shape (len(crops), len(labels))."""
-        if not crops:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        batch = preprocess_faces(self.spec, crops)
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         body = {"signature_name": SIGNATURE, "instances": batch.tolist()}
         try:
             response = requests.post(f"{self.url}:predict", json=body, timeout=self.timeout_s)
             response.raise_for_status()
-            probabilities = np.asarray(response.json()["predictions"], dtype=np.float32)
+            return np.asarray(response.json()["predictions"], dtype=np.float32)
         # requests' errors are OSErrors; a body that is not JSON is a ValueError.
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # ModelLoadError: at start-up (the engine's warm-up) the CLI prints it as one line;
             # later the engine turns any model failure into the user's "something went wrong".
             raise ModelLoadError(f"TensorFlow Serving at {self.url} failed: {exc}") from exc
-        if probabilities.shape != (len(crops), len(self.labels)):
-            raise ModelLoadError(
-                f"TensorFlow Serving returned shape {probabilities.shape}, "
-                f"expected ({len(crops)}, {len(self.labels)})."
-            )
-        return probabilities

@@ -33,3 +33,51 @@ def test_the_bot_never_imports_training_and_ml_imports_neither() -> None:
             if n.startswith("training")} == set()  # fmt: skip
     assert {(m, n) for m, ns in edges.items() if m.startswith("ml") for n in ns
             if n.startswith(("bot", "training"))} == set()  # fmt: skip
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: strongly connected groups of modules (Tarjan), each sorted."""
+    known = set(edges)
+
+    def module(name: str) -> str:
+        while name and name not in known:  # `from ml.models import X` names ml.models.X
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {m: {module(n) for n in ns} - {"", m} for m, ns in edges.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    # Known and left: the history factory's lazy import of its PostgreSQL backend (issue 20).
+    allowed = [["bot.history", "bot.history_pg"]]
+    assert [group for group in cycles(imports()) if group not in allowed] == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    edges = {"a": {"b.thing"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(edges) == [["a", "b", "c"]]

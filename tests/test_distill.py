@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from ml.errors import ModelLoadError
-from ml.models import FER_LABELS, load_emotion_model
+from ml.loader import load_emotion_model
+from ml.models import FER_LABELS
 from training.data import load_faces
 from training.distill import (
     AnswersError,

@@ -11,7 +11,7 @@ import pytest
 from ml.engine import EmotionEngine, EngineConfig
 from ml.errors import EngineBusy, EngineClosed, ImageTooLarge, UnreadableImage
 from ml.faces import FaceDetector
-from ml.models import load_emotion_model
+from ml.loader import load_emotion_model
 
 pytestmark = pytest.mark.slow
 

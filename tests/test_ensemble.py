@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from bot.cli import app
 from ml.engine import EmotionEngine
 from ml.faces import crop_face
-from ml.models import load_emotion_model, preprocess_faces
+from ml.loader import load_emotion_model
+from ml.models import preprocess_faces
 from training.ensemble import EnsembleError, ensemble_spec
 
 

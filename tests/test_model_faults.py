@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from ml.errors import ModelLoadError
-from ml.models import BUNDLE_FILE, load_emotion_model, resolve_model
+from ml.loader import load_emotion_model
+from ml.models import BUNDLE_FILE, resolve_model
 from tests.fakes.telegram import TOKEN
 
 pytestmark = pytest.mark.slow

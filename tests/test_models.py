@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from ml.errors import ModelLoadError
+from ml.loader import load_emotion_model
 from ml.models import (
     BUNDLE_FILE,
     DEFAULT_MODEL,
     FER_LABELS,
     BundleSpec,
-    load_emotion_model,
     preprocess_faces,
     resolve_model,
 )

@@ -18,7 +18,8 @@ from ml.decode import decode_image
 from ml.engine import EmotionEngine
 from ml.errors import MLError
 from ml.faces import crop_face
-from ml.models import load_emotion_model, resolve_model
+from ml.loader import load_emotion_model
+from ml.models import resolve_model
 from ml.serving import (
     SavedModelClassifier,
     TFServingClassifier,

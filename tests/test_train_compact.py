@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.models import FER_LABELS, load_emotion_model
+from ml.loader import load_emotion_model
+from ml.models import FER_LABELS
 from training.data import FaceArrays, class_weights, load_faces
 from training.train import CompactRecipe, split_validation, train_compact
 

@@ -24,6 +24,7 @@ from training.vggface import (
     WeightFileInvalid,
     WeightFileMissing,
     WeightShapeMismatch,
+    cached_weight_file,
     keras_layer_name,
     load_vggface_weights,
     normalization_for,
@@ -36,7 +37,6 @@ from training.vggface import (
 )
 from training.weights import (
     DownloadFailed,
-    cached_weight_file,
     download_weights,
     expected_shapes,
     file_sha256,

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from typer.testing import CliRunner
 
-from ml.models import load_emotion_model
+from ml.loader import load_emotion_model
 from tests.conftest import GRACE_HOPPER, encode
 from training.bundle import CARD_FILE
 from training.cli import app

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from ml.engine import EmotionEngine
 from ml.faces import crop_face
-from ml.models import load_emotion_model
+from ml.loader import load_emotion_model
 
 pytestmark = pytest.mark.slow
 

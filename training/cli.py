@@ -231,13 +231,14 @@ def train_vggface_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train the original project's VGG-Face model and write a bundle the bot can load."""
+    from training.vggface import resolve_weights
     from training.vggface_train import VGGFaceTrainConfig, train_vggface
 
     _logging()
     with _reported("train-vggface"):
         config = VGGFaceTrainConfig(
             architecture=architecture.value,
-            weights=_weights_path(weights, architecture.value),
+            weights=resolve_weights(weights, architecture.value),
             mode=mode.value,  # type: ignore[arg-type]
             input_size=input_size,
             epochs=epochs,
@@ -260,21 +261,6 @@ def train_vggface_command(
         f"Wrote {result.bundle}: val accuracy {metrics['val_accuracy']}, "
         f"macro-F1 {metrics['val_macro_f1']} (best epoch {metrics['best_epoch']})."
     )
-
-
-def _weights_path(weights: str | None, architecture: str) -> Path | None:
-    if not weights:
-        return None
-    if weights == "vggface":
-        from training.weights import cached_weight_file
-
-        return cached_weight_file(architecture, include_top=False)
-    from training.vggface import WeightFileMissing
-
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise WeightFileMissing(f"Weight file {path} does not exist.")
-    return path
 
 
 # --- train (the compact model) ------------------------------------------------------------------

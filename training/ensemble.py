@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ml.models import BundleSpec, EmotionModel, load_emotion_model
+from ml.loader import load_emotion_model
+from ml.models import BundleSpec, KerasEmotionModel
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 
 
@@ -62,7 +63,7 @@ def _single(output: Any) -> Any:
     return output[0] if isinstance(output, list | tuple) else output
 
 
-def build_ensemble(name: str, members: Sequence[EmotionModel]) -> tuple[Any, BundleSpec]:
+def build_ensemble(name: str, members: Sequence[KerasEmotionModel]) -> tuple[Any, BundleSpec]:
     """A Keras model averaging `members`, and its bundle spec."""
     import keras
 

@@ -22,7 +22,8 @@ from ml.decode import DecodeLimits, decode_image
 from ml.engine import EngineConfig
 from ml.errors import MLError
 from ml.faces import Face, FaceDetector, crop_face
-from ml.models import DEFAULT_MODEL, EmotionModel, load_emotion_model
+from ml.loader import load_emotion_model
+from ml.models import DEFAULT_MODEL, EmotionModel
 from training.aihub import canonical_label, class_images
 from training.metrics import classification_report
 

@@ -9,6 +9,7 @@ the original back and the weight files keep the original names.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -276,14 +277,72 @@ def _squeeze_excite(x: Any, prefix: str, ratio: int = 16) -> Any:
 def _with_weights(
     model: Any, architecture: Architecture, include_top: bool, weights: str | Path | None
 ) -> Any:
-    if weights is None:
-        return model
-    if str(weights) == "vggface":
-        from training.weights import cached_weight_file
-
-        weights = cached_weight_file(architecture, include_top)
-    load_vggface_weights(model, weights)
+    path = resolve_weights(weights, architecture, include_top)
+    if path is not None:
+        load_vggface_weights(model, path)
     return model
+
+
+# --- the published weight files: names, the cache, "vggface" ----------------------------------
+
+# The string that means "the published weights, from the cache" wherever a weight file is taken.
+PUBLISHED = "vggface"
+WEIGHTS_DIR_ENV = "MOODBOT_WEIGHTS_DIR"
+# Where keras-vggface itself cached them (keras.utils.get_file, cache_subdir models/vggface).
+KERAS_VGGFACE_CACHE = Path("~/.keras/models/vggface")
+
+
+def weight_file_name(architecture: str, include_top: bool = False) -> str:
+    """The published file name, e.g. `rcmalli_vggface_tf_notop_resnet50.h5`."""
+    check_architecture(architecture)
+    return f"rcmalli_vggface_tf_{'' if include_top else 'notop_'}{architecture}.h5"
+
+
+def default_cache_dir() -> Path:
+    """$MOODBOT_WEIGHTS_DIR, else $XDG_CACHE_HOME/moodbot/vggface (~/.cache by default)."""
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache_home).expanduser() / "moodbot" / "vggface"
+
+
+def cached_weight_file(
+    architecture: str, include_top: bool = False, cache_dir: Path | None = None
+) -> Path:
+    """The local copy of a published file (ours or keras-vggface's cache); never downloads."""
+    name = weight_file_name(architecture, include_top)
+    places = [Path(cache_dir) if cache_dir else default_cache_dir(), KERAS_VGGFACE_CACHE]
+    for place in places:
+        candidate = place.expanduser() / name
+        if candidate.is_file():
+            return candidate
+    raise WeightFileMissing(
+        f"Weight file {name} is not in {places[0]} (nor in {KERAS_VGGFACE_CACHE}). "
+        f"Run `moodbot download-weights {architecture}"
+        f"{' --include-top' if include_top else ''}` where there is internet, or copy the "
+        "file there."
+    )
+
+
+def resolve_weights(
+    weights: str | Path | None, architecture: str, include_top: bool = False
+) -> Path | None:
+    """The weight file `weights` names: None, "vggface" (the cached published file) or a path."""
+    if weights is None or str(weights) == "":
+        return None
+    if str(weights) == PUBLISHED:
+        return cached_weight_file(architecture, include_top)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightFileMissing(f"Weight file {path} does not exist.")
+    return path
+
+
+def check_architecture(architecture: str) -> None:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
+        )
 
 
 # --- weight files in the Keras 2 HDF5 layout --------------------------------------------------

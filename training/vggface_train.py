@@ -32,8 +32,13 @@ from training.aihub import class_images
 from training.bundle import MODEL_FILE, ModelCard, inference_copy, write_bundle
 from training.data import class_weights
 from training.metrics import classification_report, plot_curves
-from training.vggface import ARCHITECTURES, MIN_INPUT_SIDE, build_vggface, normalization_for
-from training.weights import cached_weight_file
+from training.vggface import (
+    ARCHITECTURES,
+    MIN_INPUT_SIDE,
+    build_vggface,
+    normalization_for,
+    resolve_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +131,8 @@ def train_vggface(
 ) -> TrainResult:
     """Train the seed's head on a VGG-Face backbone and write a bundle the bot can load."""
     config = config or VGGFaceTrainConfig()
-    if str(config.weights) == "vggface":  # the copy download-weights put in the cache
-        weights = cached_weight_file(config.architecture, include_top=False)
-        config = replace(config, weights=weights)
+    # "vggface": the copy download-weights put in the cache, named in the model card.
+    config = replace(config, weights=resolve_weights(config.weights, config.architecture))
     data_dir, output_dir = Path(data_dir).expanduser(), Path(output_dir).expanduser()
     work = Path(config.cache_dir or output_dir.with_name(output_dir.name + "-work")).expanduser()
     keras.utils.set_random_seed(config.seed)

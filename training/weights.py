@@ -14,23 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.vggface import (
-    ARCHITECTURES,
     MIN_INPUT_SIDE,
     VGGFaceError,
     WeightFileInvalid,
-    WeightFileMissing,
     build_vggface,
+    check_architecture,
+    default_cache_dir,
     rcmalli_name,
     read_weight_file,
+    weight_file_name,
     weighted_layers,
 )
 
 log = logging.getLogger(__name__)
 
 RELEASE_URL = "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/"
-WEIGHTS_DIR_ENV = "MOODBOT_WEIGHTS_DIR"
-# Where keras-vggface itself cached them (keras.utils.get_file, cache_subdir models/vggface).
-KERAS_VGGFACE_CACHE = Path("~/.keras/models/vggface")
 _CHUNK = 1 << 20  # file_sha256 reads this much at a time
 
 
@@ -48,42 +46,10 @@ class WeightFile:
     downloaded: bool
 
 
-def weight_file_name(architecture: str, include_top: bool = False) -> str:
-    """The published file name, e.g. `rcmalli_vggface_tf_notop_resnet50.h5`."""
-    _check_architecture(architecture)
-    return f"rcmalli_vggface_tf_{'' if include_top else 'notop_'}{architecture}.h5"
-
-
 def weight_file_url(architecture: str, include_top: bool = False, base_url: str = "") -> str:
     """The file's address in the GitHub release (or under `base_url`, for a mirror)."""
     base = base_url or RELEASE_URL
     return base.rstrip("/") + "/" + weight_file_name(architecture, include_top)
-
-
-def default_cache_dir() -> Path:
-    """$MOODBOT_WEIGHTS_DIR, else $XDG_CACHE_HOME/moodbot/vggface (~/.cache by default)."""
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(cache_home).expanduser() / "moodbot" / "vggface"
-
-
-def cached_weight_file(
-    architecture: str, include_top: bool = False, cache_dir: Path | None = None
-) -> Path:
-    """The local copy of a published file (ours or keras-vggface's cache); never downloads."""
-    name = weight_file_name(architecture, include_top)
-    places = [Path(cache_dir) if cache_dir else default_cache_dir(), KERAS_VGGFACE_CACHE]
-    for place in places:
-        candidate = place.expanduser() / name
-        if candidate.is_file():
-            return candidate
-    raise WeightFileMissing(
-        f"Weight file {name} is not in {places[0]} (nor in {KERAS_VGGFACE_CACHE}). "
-        f"Run `moodbot download-weights {architecture}"
-        f"{' --include-top' if include_top else ''}` where there is internet, or copy the "
-        "file there."
-    )
 
 
 def verify_weight_file(path: Path, architecture: str, include_top: bool = False) -> None:
@@ -103,7 +69,7 @@ def verify_weight_file(path: Path, architecture: str, include_top: bool = False)
 
 def expected_shapes(architecture: str, include_top: bool = False) -> dict[str, list[tuple]]:
     """keras-vggface layer name -> weight shapes of the published 224x224 file."""
-    _check_architecture(architecture)
+    check_architecture(architecture)
     return {name: list(shapes) for name, shapes in _expected_shapes(architecture, include_top)}
 
 
@@ -226,10 +192,3 @@ def _keras_progress(shown: bool) -> Iterator[None]:
     finally:
         if before:
             keras.config.enable_interactive_logging()
-
-
-def _check_architecture(architecture: str) -> None:
-    if architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
-        )
