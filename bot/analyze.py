@@ -13,9 +13,9 @@ from bot.app import build_music
 from bot.music import MusicRecommender
 from bot.settings import Settings
 from ml.engine import Analysis, EmotionEngine
-from ml.errors import ImageTooLarge, MLError, UnreadableImage
+from ml.errors import ErrorCode, ImageTooLarge, MLError, UnreadableImage
 
-BAD_INPUT_CODES = ("unreadable", "too_large")
+BAD_INPUT_CODES = (ErrorCode.UNREADABLE, ErrorCode.TOO_LARGE)
 
 
 async def analyze_paths(
@@ -52,7 +52,7 @@ async def analyze_path(
     except MLError as exc:
         return _result(path, error=(exc.code, exc.message))
     if not analysis.faces:
-        return _result(path, analysis, error=("no_face", "No face found in the image."))
+        return _result(path, analysis, error=(ErrorCode.NO_FACE, "No face found in the image."))
     suggestion = await music.suggest(analysis.faces[0].emotion)
     recommendations = [
         {"title": r.title, "url": r.url, "kind": r.kind} for r in suggestion.recommendations
@@ -100,15 +100,7 @@ def _result(
         "ok": error is None,
         "emotion": primary.emotion if primary else None,
         "confidence": round(primary.confidence, 4) if primary else None,
-        "faces": [
-            {
-                "box": list(face.box),
-                "emotion": face.emotion,
-                "confidence": round(face.confidence, 4),
-                "scores": {label: round(p, 4) for label, p in face.scores.items()},
-            }
-            for face in faces
-        ],
+        "faces": [face.to_json() for face in faces],
         "recommendations": recommendations or [],
         "error": {"code": error[0], "message": error[1]} if error else None,
     }
@@ -117,9 +109,9 @@ def _result(
 def exit_status(results: Sequence[dict[str, Any]]) -> int:
     """2 when any input could not be read, 3 when some had no face, 0 otherwise."""
     codes = {r["error"]["code"] for r in results if r["error"]}
-    if codes & set(BAD_INPUT_CODES) or codes - {"no_face"}:
+    if codes & set(BAD_INPUT_CODES) or codes - {ErrorCode.NO_FACE}:
         return 2
-    return 3 if "no_face" in codes else 0
+    return 3 if ErrorCode.NO_FACE in codes else 0
 
 
 def human_line(result: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from bot.core import MoodService, Reply, Sender, history_limit
 from bot.texts import say
+from ml.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,10 @@ class ConsoleChat:
             return self._remember(await command(self.service, self.sender, arg.strip()))
         path = _as_path(line)
         if line.startswith("/") and not path.exists() and " " not in line:
-            return Reply(text=say(self.sender.language, "unknown_command"), error_code="unknown")
+            return Reply(
+                text=say(self.sender.language, "unknown_command"),
+                error_code=ErrorCode.UNKNOWN_COMMAND,
+            )
         image = await asyncio.to_thread(self._read, path)
         if isinstance(image, Reply):
             return image
@@ -95,9 +99,9 @@ class ConsoleChat:
         """/fix EMOTION: correct the mood of the last analysis."""
         lang = who.language
         if self._last_ref is None:
-            return Reply(text=say(lang, "fix_nothing"), error_code="bad_argument")
+            return Reply(text=say(lang, "fix_nothing"), error_code=ErrorCode.BAD_ARGUMENT)
         if not arg:
-            return Reply(text=say(lang, "fix_usage"), error_code="bad_argument")
+            return Reply(text=say(lang, "fix_usage"), error_code=ErrorCode.BAD_ARGUMENT)
         return await service.correct(who, self._last_ref, arg)
 
     async def _history(self, service: MoodService, who: Sender, arg: str) -> Reply:
@@ -123,7 +127,9 @@ class ConsoleChat:
                 return _not_a_file(lang, path, "it is a folder")
             if size > self.max_bytes:
                 detail = f"{size / 1e6:.1f} MB"
-                return Reply(text=say(lang, "too_large", detail=detail), error_code="too_large")
+                return Reply(
+                    text=say(lang, "too_large", detail=detail), error_code=ErrorCode.TOO_LARGE
+                )
             return path.read_bytes()
         except FileNotFoundError:
             return _not_a_file(lang, path, "no such file")
@@ -154,4 +160,6 @@ def _as_path(text: str) -> Path:
 
 
 def _not_a_file(lang: str, path: Path, reason: str) -> Reply:
-    return Reply(text=say(lang, "not_a_file", path=path, reason=reason), error_code="unreadable")
+    return Reply(
+        text=say(lang, "not_a_file", path=path, reason=reason), error_code=ErrorCode.UNREADABLE
+    )

@@ -26,7 +26,7 @@ from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
 from bot.ratelimit import Limiter
 from bot.texts import emotion_name, percent, say
 from ml.engine import Analysis, EmotionEngine, FaceEmotion
-from ml.errors import EngineBusy, ImageTooLarge, MLError, UnreadableImage
+from ml.errors import EngineBusy, ErrorCode, ImageTooLarge, MLError, UnreadableImage
 from ml.labels import EMOJI, EMOTIONS, emotion_for
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,10 @@ class Sender:
 class Reply:
     """What to answer: text, music links and an optional PNG chart, plus the raw results."""
 
-    text: str
+    text: str  # everything a chat shows, sentence by sentence
     links: tuple[Recommendation, ...] = ()
     chart_png: bytes | None = None
-    error_code: str | None = None
+    error_code: ErrorCode | None = None
     analysis: Analysis | None = None
     music: MusicSuggestion | None = None
     # "Not quite?": the buttons a transport draws so the person can correct the mood.
@@ -68,6 +68,10 @@ class Reply:
 
     # True when a chat transport may stay silent: a repeated "slow down" during a flood.
     mute: bool = False
+    # The parts of an answer with music, for front doors that lay them out (the web page):
+    # the mood that was read and the music's "why" (both also lead `text`).
+    headline: str = ""
+    why: str = ""
 
     @property
     def ok(self) -> bool:
@@ -157,7 +161,7 @@ class PhotoObserver(Protocol):
 
 
 # Answers given before any work started: they say nothing about how long analyses take.
-REFUSALS = frozenset({"rate_limited", "closed"})
+REFUSALS = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.CLOSED})
 
 
 def _observed(
@@ -220,7 +224,9 @@ def utc_now() -> datetime:
 def _history_down(who: Sender, exc: HistoryUnavailable) -> Reply:
     """The one reply for a database that cannot be read or written right now."""
     log.error("History unavailable: %s", exc)
-    return Reply(text=say(who.language, "history_unavailable"), error_code="history_unavailable")
+    return Reply(
+        text=say(who.language, "history_unavailable"), error_code=ErrorCode.HISTORY_UNAVAILABLE
+    )
 
 
 class MoodService:
@@ -268,13 +274,13 @@ class MoodService:
         # Checked after the (possibly remote) limiter, right before the work is tracked: a
         # shutdown that began meanwhile still refuses it.
         if not self.accepting:
-            return Reply(text=say(who.language, "closed"), error_code="closed")
+            return Reply(text=say(who.language, "closed"), error_code=ErrorCode.CLOSED)
         if verdict is None or verdict.allowed:
             return None
         if verdict.first_refusal:
             log.info("Rate limit reached by a %s user", who.platform)
         text = say(who.language, "rate_limited", seconds=verdict.retry_after_s)
-        return Reply(text=text, error_code="rate_limited", mute=not verdict.first_refusal)
+        return Reply(text=text, error_code=ErrorCode.RATE_LIMITED, mute=not verdict.first_refusal)
 
     def stop_accepting(self) -> None:
         """Answer every new request with "restarting"; work already admitted goes on."""
@@ -308,17 +314,18 @@ class MoodService:
         assert analysis and analysis.primary
         face = analysis.primary
         music = await self._music_for(who, face.emotion)
-        lines = [self._describe_faces(who.language, analysis.faces), self._why(who, music)]
-        row_id = None
+        notes, row_id = [], None
         if not remember:
-            lines.append(say(who.language, "not_saved_other"))
+            notes.append(say(who.language, "not_saved_other"))
         elif (row_id := await self._record(who, face, len(analysis.faces))) is None:
-            lines.append(say(who.language, "history_unsaved"))
-        return Reply(
-            text="\n".join(lines),
-            links=music.recommendations,
+            notes.append(say(who.language, "history_unsaved"))
+        headline = self._describe_faces(who.language, analysis.faces)
+        return self._music_reply(
+            who,
+            headline,
+            music,
+            *notes,
             analysis=analysis,
-            music=music,
             correction=self._offer(who, row_id, face),
         )
 
@@ -344,10 +351,10 @@ class MoodService:
         except DownloadFailed as exc:
             log.warning("Download from %s failed: %s", who.platform, exc)
             return None, Reply(
-                text=say(who.language, "download_failed"), error_code="download_failed"
+                text=say(who.language, "download_failed"), error_code=ErrorCode.DOWNLOAD_FAILED
             )
         if not analysis.faces:
-            return None, Reply(text=say(who.language, "no_face"), error_code="no_face")
+            return None, Reply(text=say(who.language, "no_face"), error_code=ErrorCode.NO_FACE)
         return analysis, None
 
     async def _download(self, upload: Upload) -> bytes:
@@ -423,12 +430,8 @@ class MoodService:
             key = "corrected"
         music = await self._music_for(who, emotion)
         text = say(who.language, key, **self._mood_values(who.language, emotion))
-        return Reply(
-            text=f"{text}\n{self._why(who, music)}",
-            links=music.recommendations,
-            music=music,
-            correction=CorrectionOffer(ref, emotion, (), EMOTIONS),
-        )
+        offer = CorrectionOffer(ref, emotion, (), EMOTIONS)
+        return self._music_reply(who, text, music, correction=offer)
 
     def _check_correction(self, who: Sender, ref: str, choice: str) -> tuple[Ref, str] | Reply:
         """The verified ref and the chosen emotion, or the reply that refuses them."""
@@ -437,17 +440,21 @@ class MoodService:
         verified = self.signer.verify(who.platform, who.user_id, ref)
         if verified is None:
             log.info("Refused a correction on %s: invalid or foreign button", who.platform)
-            return Reply(text=say(lang, "correction_invalid"), error_code="correction_invalid")
+            return Reply(
+                text=say(lang, "correction_invalid"), error_code=ErrorCode.CORRECTION_INVALID
+            )
         emotion = emotion_for(choice)  # English, Korean or an alias
         if emotion is None:
             log.info("Refused a correction on %s: unknown emotion", who.platform)
             choices = ", ".join(emotion_name(lang, e) for e in EMOTIONS)
-            return Reply(text=say(lang, "fix_unknown", choices=choices), error_code="bad_argument")
+            return Reply(
+                text=say(lang, "fix_unknown", choices=choices), error_code=ErrorCode.BAD_ARGUMENT
+            )
         if self._clock() - verified.issued_at > self.correction_window:
             log.info("Refused a correction on %s: too old", who.platform)
             hours = round(self.correction_window.total_seconds() / 3600)
             text = say(lang, "correction_expired", hours=hours)
-            return Reply(text=text, error_code="correction_expired")
+            return Reply(text=text, error_code=ErrorCode.CORRECTION_EXPIRED)
         return verified, emotion
 
     async def _correct_stored(self, who: Sender, row_id: int, emotion: str) -> Reply | None:
@@ -466,7 +473,9 @@ class MoodService:
             return _history_down(who, exc)
         if before is None:
             log.info("Refused a correction on %s: the mood is gone", who.platform)
-            return Reply(text=say(who.language, "correction_gone"), error_code="correction_gone")
+            return Reply(
+                text=say(who.language, "correction_gone"), error_code=ErrorCode.CORRECTION_GONE
+            )
         self._count_correction(who, before.predicted or before.emotion, before.emotion, emotion)
         return None
 
@@ -492,6 +501,20 @@ class MoodService:
         except HistoryUnavailable as exc:
             log.warning("Preferences unavailable, using defaults: %s", exc)
         return await self.music.suggest(emotion, mode=mode, genre=genre)
+
+    def _music_reply(
+        self, who: Sender, headline: str, music: MusicSuggestion, *notes: str, **fields: Any
+    ) -> Reply:
+        """An answer with music: the headline, why this music, then any notes, one a line."""
+        why = self._why(who, music)
+        return Reply(
+            text="\n".join([headline, why, *notes]),
+            links=music.recommendations,
+            music=music,
+            headline=headline,
+            why=why,
+            **fields,
+        )
 
     def _why(self, who: Sender, music: MusicSuggestion) -> str:
         lang = who.language
@@ -599,7 +622,9 @@ class MoodService:
             return _history_down(who, exc)
         if not latest:
             hours = round(self.group_window.total_seconds() / 3600)
-            return Reply(text=say(lang, "group_empty", hours=hours), error_code="group_empty")
+            return Reply(
+                text=say(lang, "group_empty", hours=hours), error_code=ErrorCode.GROUP_EMPTY
+            )
         blend = blend_moods((e.emotion, e.confidence) for e in latest.values())
         return await self._blend_reply(who, blend, "group_title")
 
@@ -613,12 +638,7 @@ class MoodService:
         )
         people = say(lang, "person" if blend.people == 1 else "people")
         head = say(lang, title, count=blend.people, people=people, breakdown=breakdown)
-        return Reply(
-            text=f"{head}\n{self._why(who, music)}",
-            links=music.recommendations,
-            analysis=analysis,
-            music=music,
-        )
+        return self._music_reply(who, head, music, analysis=analysis)
 
     # --- privacy and preferences --------------------------------------------------------------
 
@@ -636,7 +656,7 @@ class MoodService:
         """Choose whether music matches, lifts or calms the mood."""
         mode = mode.strip().lower()
         if mode not in MODES:
-            return Reply(text=say(who.language, "mode_bad"), error_code="bad_argument")
+            return Reply(text=say(who.language, "mode_bad"), error_code=ErrorCode.BAD_ARGUMENT)
         return await self._save_preference(who, say(who.language, "mode_set", mode=mode), mode=mode)
 
     @_use_case
@@ -644,7 +664,7 @@ class MoodService:
         """Add a genre or language to every music search ('off' clears it)."""
         genre = " ".join(genre.split())
         if not genre or len(genre) > MAX_GENRE_CHARS:
-            return Reply(text=say(who.language, "genre_bad"), error_code="bad_argument")
+            return Reply(text=say(who.language, "genre_bad"), error_code=ErrorCode.BAD_ARGUMENT)
         if genre.lower() in ("off", "none", "clear"):
             return await self._save_preference(who, say(who.language, "genre_cleared"), genre=None)
         text = say(who.language, "genre_set", genre=genre)

@@ -28,10 +28,11 @@ from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 from sqlite_utils import Database, Migrations
 
+from ml.labels import MODES
+
 logger = logging.getLogger(__name__)
 
 PLATFORMS = ("telegram", "discord", "console", "web")
-MODES = ("match", "lift", "calm")
 MAX_RECENT = 100
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyClientCredentials
 
-from ml.labels import EMOTIONS, emotion_for
+from bot.redact import redact_authorization
+from ml.labels import EMOTIONS, MODES, emotion_for
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,6 @@ def normalize_emotion(name: str) -> str:
 
 # --- Modes -----------------------------------------------------------------------------------
 
-MODES: tuple[str, ...] = ("match", "lift", "calm")
 
 # match: music for the mood you are in.
 # lift: negative moods get uplifting (happy) music; happy and surprise already feel bright and
@@ -233,25 +232,6 @@ class BadResponse(MusicServiceError):
 
 # --- Spotify client --------------------------------------------------------------------------
 
-_CREDENTIALS_IN_LOGS = re.compile(r"(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]+")
-
-
-class _RedactCredentials(logging.Filter):
-    """Blank out Authorization header values that spotipy logs at DEBUG level."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = _CREDENTIALS_IN_LOGS.sub(r"\1 <redacted>", record.msg)
-        return True
-
-
-def _redact_spotipy_logs() -> None:
-    # spotipy logs whole request headers (Basic id:secret, Bearer token) at DEBUG.
-    for name in ("spotipy.client", "spotipy.oauth2"):
-        target = logging.getLogger(name)
-        if not any(isinstance(f, _RedactCredentials) for f in target.filters):
-            target.addFilter(_RedactCredentials())
-
 
 def _session_without_retries() -> requests.Session:
     # With spotipy's own Retry, a 429 becomes a RetryError that loses Retry-After, or a
@@ -363,7 +343,8 @@ class SpotifySearch:
         if not client_id or not client_secret:
             # spotipy would silently fall back to SPOTIPY_* environment variables.
             raise ValueError("SpotifySearch needs a client id and a client secret")
-        _redact_spotipy_logs()
+        # spotipy logs whole request headers (Basic id:secret, Bearer token) at DEBUG.
+        redact_authorization(["spotipy.client", "spotipy.oauth2"])
         self._market = market
         self._sessions = (_session_without_retries(), _session_without_retries())
         auth = _ClientCredentials(

@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 from bot.core import MoodService
 from bot.ratelimit import Limiter, RateLimiter, RedisRateLimiter
+from bot.redact import redact_secrets
 from bot.settings import Settings
 from bot.transports import (
     StartupError,
     Transport,
     TransportStates,
     TransportStopped,
-    redact_secrets,
 )
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,16 @@ class FaceEmotion:
     def ranked(self) -> list[tuple[str, float]]:
         """Labels with their probabilities, most likely first."""
         return sorted(self.scores.items(), key=lambda item: item[1], reverse=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The face as `moodbot analyze --json` and the web API give it."""
+        return {
+            "box": list(self.box),
+            "emotion": self.emotion,
+            "confidence": round(self.confidence, 4),
+            "unsure": self.unsure,
+            "scores": {label: round(p, 4) for label, p in self.scores.items()},
+        }
 
 
 @dataclass(frozen=True)

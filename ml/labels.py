@@ -71,6 +71,10 @@ ALIASES: dict[str, str] = {
     alias: label.name for label in LABELS if label.read_from_faces for alias in label.aliases
 }
 
+# How the music relates to the mood: matches it, lifts it, or calms it (bot/music.py says which
+# music mood each emotion gets in each mode).
+MODES: tuple[str, ...] = ("match", "lift", "calm")
+
 # The classes of FER2013 in its own index order: the output order of every FER-trained model.
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 

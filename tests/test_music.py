@@ -30,6 +30,7 @@ from bot.music import (
     normalize_emotion,
     search_links,
 )
+from bot.redact import REDACTED
 from ml.labels import KOREAN_NAMES
 from tests.fakes.spotify import FakeSpotify, fake_spotify, playlist_item, track_item
 
@@ -526,7 +527,7 @@ async def test_secret_never_logged(fake_spotify, caplog):
     fake_spotify.search_behaviour = "normal"
     await recommender(fake_spotify, secret="wrong-secret").suggest("happy")
 
-    assert "Basic <redacted>" in caplog.text  # spotipy does log the header at DEBUG
+    assert f"Basic {REDACTED}" in caplog.text  # spotipy does log the header at DEBUG
     assert "fake-client-secret-9f3k" not in caplog.text
     assert basic not in caplog.text
     assert "fake-access-token-1" not in caplog.text

@@ -17,9 +17,9 @@ import pytest
 from bot.app import build_music
 from bot.core import MoodService
 from bot.history import AsyncHistory
+from bot.redact import REDACTED
 from bot.runner import StartupError, serve
 from bot.settings import Settings, load_settings
-from bot.transports import REDACTED
 from ml.engine import EmotionEngine
 from tests.fakes.spotify import FakeSpotify
 from tests.fakes.telegram import FakeTelegram, TgUser

@@ -24,9 +24,10 @@ from bot.core import MoodService, history_limit
 from bot.history import AsyncHistory
 from bot.music import MusicRecommender
 from bot.ratelimit import RateLimiter
+from bot.redact import REDACTED, redact_secrets
 from bot.runner import TransportStopped, run_transports, serve
 from bot.settings import SettingsError, load_settings
-from bot.transports import REDACTED, fit, redact_secrets
+from bot.transports import fit
 from bot.transports.discord_bot import MoodBot
 from ml.engine import EmotionEngine
 from tests.fakes.telegram import FakeTelegram, TgUser, running_bot

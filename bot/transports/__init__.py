@@ -6,11 +6,8 @@ core method, and renders the `Reply`. Everything a user would call behaviour liv
 
 from __future__ import annotations
 
-import logging
 import mimetypes
-from collections.abc import Iterable
 from typing import Protocol
-from urllib.parse import quote
 
 from bot.texts import emotion_name
 from ml.labels import EMOJI
@@ -87,48 +84,3 @@ def guess_image_type(mime_type: str | None, filename: str | None) -> str | None:
         return mime_type.split(";")[0].strip().lower()
     guessed, _ = mimetypes.guess_type(filename or "")
     return guessed
-
-
-# --- secrets in logs -----------------------------------------------------------------------------
-
-REDACTED = "[redacted]"
-
-
-class RedactSecrets(logging.Filter):
-    """Replaces secret values in log records, tracebacks included."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        # URL-encoded forms too: httpx logs request URLs, where a token's ":" reads "%3A".
-        forms = {form for s in secrets for form in (s, quote(s, safe=""))}
-        # Longest first, so a secret that contains another is hidden whole.
-        self._secrets = sorted({s for s in forms if len(s) >= 6}, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = self.redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        if record.exc_info and not record.exc_text:
-            # Format the traceback now, so that the redacted text is what handlers print.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        return True
-
-
-def redact_secrets(
-    secrets: Iterable[str], handlers: Iterable[logging.Handler] | None = None
-) -> RedactSecrets:
-    """Hide `secrets` in everything the given handlers (default: the root logger's) write."""
-    redactor = RedactSecrets(secrets)
-    for handler in logging.getLogger().handlers if handlers is None else handlers:
-        handler.addFilter(redactor)
-    # httpx logs every request URL at INFO, and Telegram's URLs contain the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    return redactor

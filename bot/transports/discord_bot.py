@@ -35,6 +35,7 @@ from bot.music import Recommendation
 from bot.settings import Settings
 from bot.texts import COMMANDS, emotion_name, language_of, say
 from bot.transports import StartupError, fit, guess_image_type, mood_button_label
+from ml.errors import ErrorCode
 from ml.labels import EMOJI, EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -403,7 +404,7 @@ class ForgetConfirm(discord.ui.View):
         """Delete everything."""
         with self.bot.in_flight.track():
             reply = await self.service.forget(self.who)
-            if reply.error_code == "rate_limited":
+            if reply.error_code == ErrorCode.RATE_LIMITED:
                 await interaction.response.send_message(reply.text, ephemeral=True)
                 return
             self.stop()

@@ -72,7 +72,7 @@ from bot.inbox import InboxItem, TelegramInbox
 from bot.settings import TELEGRAM_API, Settings
 from bot.texts import COMMANDS, language_of, say
 from bot.transports import StartupError, fit, mood_button_label
-from ml.errors import ImageTooLarge
+from ml.errors import ErrorCode, ImageTooLarge
 from ml.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -504,7 +504,10 @@ class TelegramHandlers:
         limit = history_limit(context.args[0] if context.args else None)
         async with chat_action(message, ChatAction.UPLOAD_PHOTO):
             reply = await self.service.show_history(who, limit)
-        if message.chat.type == ChatType.PRIVATE or reply.error_code in ("rate_limited", "closed"):
+        if message.chat.type == ChatType.PRIVATE or reply.error_code in (
+            ErrorCode.RATE_LIMITED,
+            ErrorCode.CLOSED,
+        ):
             await self._reply(message, reply)
         elif await self._send_privately(context.bot, who, reply):
             await message.reply_text(say(who.language, "history_sent_privately"))
@@ -558,7 +561,7 @@ class TelegramHandlers:
             await query.edit_message_text(say(who.language, "forget_cancelled"))
             return
         reply = await self.service.forget(who)
-        if reply.error_code == "rate_limited":
+        if reply.error_code == ErrorCode.RATE_LIMITED:
             await query.answer(reply.text, show_alert=True)  # keep the buttons for later
             return
         await query.answer()

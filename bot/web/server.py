@@ -24,7 +24,7 @@ from bot.transports import StartupError, TransportStates
 from bot.web.health import check_health
 from bot.web.metrics import CONTENT_TYPE, Metrics
 from bot.web.page import negotiate_language, page_texts
-from ml.errors import ImageTooLarge
+from ml.errors import ErrorCode, ImageTooLarge
 from ml.labels import EMOJI
 
 log = logging.getLogger(__name__)
@@ -35,19 +35,19 @@ ENVELOPE_BYTES = 64 * 1024
 CHUNK_BYTES = 64 * 1024
 PHOTO_FIELD = "photo"
 # The HTTP status for each of the core's error codes; anything unknown is a server error.
-STATUS = {
+STATUS: dict[ErrorCode | None, int] = {
     None: 200,
-    "no_face": 422,
-    "unreadable": 400,
-    "too_large": 413,
-    "download_failed": 400,
-    "rate_limited": 429,
-    "busy": 503,
-    "closed": 503,
-    "bad_argument": 400,
-    "correction_invalid": 403,
-    "correction_expired": 410,
-    "correction_gone": 410,
+    ErrorCode.NO_FACE: 422,
+    ErrorCode.UNREADABLE: 400,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.DOWNLOAD_FAILED: 400,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.BUSY: 503,
+    ErrorCode.CLOSED: 503,
+    ErrorCode.BAD_ARGUMENT: 400,
+    ErrorCode.CORRECTION_INVALID: 403,
+    ErrorCode.CORRECTION_EXPIRED: 410,
+    ErrorCode.CORRECTION_GONE: 410,
 }
 MAX_CORRECTION_BYTES = 1024
 # No IP addresses in the access log: the demo is anonymous.
@@ -120,13 +120,13 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400:
             raise
-        code = "too_large" if exc.status == 413 else "error"
+        code = ErrorCode.TOO_LARGE if exc.status == 413 else ErrorCode.ERROR
         return _error(_language(request), code, exc.status, detail=exc.reason)
     except Exception:
         if not request.path.startswith("/api/"):
             raise
         log.exception("The web request %s failed", request.path)
-        return _error(_language(request), "failed", 500)
+        return _error(_language(request), ErrorCode.FAILED, 500)
 
 
 # --- the page -------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ async def analyze(request: web.Request) -> web.Response:
     reply = await service.analyze_selfie(_web_sender(request, lang), upload, remember=False)
     status = STATUS.get(reply.error_code, 500)
     response = web.json_response(reply_json(reply, lang), status=status, dumps=_dumps)
-    if reply.error_code in ("busy", "closed"):
+    if reply.error_code in (ErrorCode.BUSY, ErrorCode.CLOSED):
         response.headers["Retry-After"] = "5"
     return response
 
@@ -179,7 +179,7 @@ async def correct(request: web.Request) -> web.Response:
     body = await _small_json(request)
     ref, emotion = body.get("ref"), body.get("emotion")
     if not isinstance(ref, str) or not isinstance(emotion, str):
-        return _error(lang, "error", 400, detail="ref and emotion are required")
+        return _error(lang, ErrorCode.ERROR, 400, detail="ref and emotion are required")
     reply = await request.app[SERVICE].correct(_web_sender(request, lang), ref, emotion)
     return web.json_response(
         correction_json(reply, lang), status=STATUS.get(reply.error_code, 500), dumps=_dumps
@@ -272,7 +272,6 @@ def correction_json(reply: Reply, lang: str) -> dict[str, Any]:
     """The answer to a correction: the chosen mood, the new headline, music and why."""
     if not reply.ok:
         return _failure_json(reply, lang)
-    headline, _, why = reply.text.partition("\n")
     assert reply.music is not None
     emotion = reply.music.emotion
     return {
@@ -281,8 +280,8 @@ def correction_json(reply: Reply, lang: str) -> dict[str, Any]:
         "emotion": emotion,
         "label": emotion_name(lang, emotion),
         "emoji": EMOJI.get(emotion, ""),
-        "headline": headline,
-        "why": why,
+        "headline": reply.headline,
+        "why": reply.why,
         **_music_json(reply),
         "error": None,
     }
@@ -294,9 +293,6 @@ def reply_json(reply: Reply, lang: str) -> dict[str, Any]:
         return _failure_json(reply, lang)
     analysis = reply.analysis
     assert analysis is not None and analysis.primary is not None
-    # The core adds "not saved to anyone's history" when remember=False: true, but chat talk.
-    text = reply.text.removesuffix("\n" + say(lang, "not_saved_other"))
-    headline, _, why = text.partition("\n")
     primary = analysis.primary
     return {
         "ok": True,
@@ -305,18 +301,14 @@ def reply_json(reply: Reply, lang: str) -> dict[str, Any]:
         "label": emotion_name(lang, primary.emotion),
         "emoji": EMOJI.get(primary.emotion, ""),
         "confidence": round(primary.confidence, 4),
-        "headline": headline,
-        "why": why,
+        "headline": reply.headline,
+        "why": reply.why,
         "image": {"width": analysis.image_size[0], "height": analysis.image_size[1]},
         "faces": [
             {
-                "box": list(face.box),
-                "emotion": face.emotion,
+                **face.to_json(),
                 "label": emotion_name(lang, face.emotion),
                 "emoji": EMOJI.get(face.emotion, ""),
-                "confidence": round(face.confidence, 4),
-                "unsure": face.unsure,
-                "scores": {label: round(p, 4) for label, p in face.scores.items()},
             }
             for face in analysis.faces
         ],
@@ -326,9 +318,8 @@ def reply_json(reply: Reply, lang: str) -> dict[str, Any]:
     }
 
 
-def _error(lang: str, code: str, status: int, *, detail: str = "") -> web.Response:
-    known = code if code in ("too_large", "failed", "error") else "error"
-    message = say(lang, known, detail=detail)
+def _error(lang: str, code: ErrorCode, status: int, *, detail: str = "") -> web.Response:
+    message = say(lang, code, detail=detail)
     body = {"ok": False, "lang": lang, "error": {"code": code, "message": message}}
     return web.json_response(body, status=status, dumps=_dumps)
 
