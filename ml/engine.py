@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ml.decode import DecodedImage, DecodeLimits, decode_image
+from ml.decode import DecodedImage, DecodeLimits
 from ml.errors import EngineBusy, EngineClosed, MLError
-from ml.faces import Face, FaceDetector, crop_face
+from ml.faces import Face, FaceDetector
 from ml.loader import load_emotion_model
-from ml.models import DEFAULT_MODEL, EmotionModel
+from ml.models import DEFAULT_MODEL, BundleSpec, EmotionModel
+from ml.pipeline import FacePipeline, Framing
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,29 @@ def decode_limits_for(config: EngineConfig, model_side: int) -> DecodeLimits:
     return replace(config.limits, max_side=min(config.limits.max_side, needed))
 
 
+def serving_framing(spec: BundleSpec, config: EngineConfig) -> Framing:
+    """How the bot frames faces for a model: its own margin unless configured, levelled, and
+    at most twice its input side (all the detail its resize would use)."""
+    margin = spec.crop_margin if config.crop_margin is None else config.crop_margin
+    return Framing(margin, config.level_faces, 2 * max(spec.input_size))
+
+
+def serving_pipeline(
+    detector: FaceDetector, spec: BundleSpec, config: EngineConfig, *, model_side: int = 0
+) -> FacePipeline:
+    """The face pipeline the bot serves `spec` with (evaluation uses it too).
+
+    `model_side`: the largest input side the decoded photos must serve (default: spec's).
+    """
+    side = max(model_side, *spec.input_size)
+    return FacePipeline(
+        detector,
+        limits=decode_limits_for(config, side),
+        max_faces=config.max_faces,
+        framing=serving_framing(spec, config),
+    )
+
+
 def select_device() -> str:
     """The TensorFlow device to run on: the first GPU (memory growth on) or the CPU."""
     import tensorflow as tf
@@ -154,12 +178,7 @@ class EmotionEngine:
         self._preparers = ThreadPoolExecutor(
             self.config.prepare_threads, thread_name_prefix="moodbot-prepare"
         )
-        # Crops twice the model's input keep all the detail its resize would use.
-        self._crop_side = 2 * max(model.spec.input_size)
-        self._crop_margin = (
-            model.spec.crop_margin if self.config.crop_margin is None else self.config.crop_margin
-        )
-        self._limits = decode_limits_for(self.config, max(model.spec.input_size))
+        self.pipeline = serving_pipeline(detector, model.spec, self.config)
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, config: EngineConfig | None = None) -> EmotionEngine:
@@ -277,18 +296,7 @@ class EmotionEngine:
             return None
         started = time.perf_counter()
         try:
-            image = decode_image(job.data, self._limits)
-            faces = self.detector.detect(image.pixels)[: self.config.max_faces]
-            crops = [
-                crop_face(
-                    image.pixels,
-                    f,
-                    margin=self._crop_margin,
-                    level=self.config.level_faces,
-                    max_side=self._crop_side,
-                )
-                for f in faces
-            ]
+            found, crops = self.pipeline.run(job.data)
         except MLError as exc:
             job.future.set_exception(exc)
             return None
@@ -296,7 +304,9 @@ class EmotionEngine:
             log.exception("Face detection failed")
             job.future.set_exception(MLError(f"Face detection failed: {exc}"))
             return None
-        return _Prepared(job=job, image=image, faces=faces, crops=crops, started=started)
+        return _Prepared(
+            job=job, image=found.image, faces=found.faces, crops=crops, started=started
+        )
 
     def _analysis(self, prepared: _Prepared, rows: np.ndarray) -> Analysis:
         scale = prepared.image.scale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from ml.models import BundleSpec
 from tests.conftest import encode
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.cli import app
-from training.evaluate import EvalError, evaluate, save_confusion_png
+from training.evaluate import (
+    EvalError,
+    evaluate,
+    format_report,
+    save_confusion_png,
+    save_predictions_csv,
+)
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 RED_WITH_BLUE = (255, 0, 40)  # still red, but blue beats green for a tie-free second choice
@@ -154,6 +161,7 @@ def test_eval_command_prints_one_json_object_per_model_and_the_ensemble_last(
     objects = json.loads(result.stdout)
     assert [o["model"] for o in objects] == ["rgb", "bgr", "ensemble"]
     keys = ["model", "n", "accuracy", "macro_f1", "per_class", "confusion", "ms_per_face"]
+    keys += ["images", "accuracy_all", "skipped_classes"]  # issue 23: every image counts
     assert all(list(o) == keys for o in objects)
     assert objects[0]["confusion"] == {
         "labels": ["angry", "happy", "sad"],
@@ -174,3 +182,39 @@ def test_eval_fails_in_one_line_on_a_missing_folder_or_model(tmp_path: Path, dat
     assert "Unknown model" in bad_model.stderr
     with pytest.raises(EvalError, match="at least one model"):
         evaluate(dataset, [], aligned=True)
+
+
+def test_every_image_counts_unknown_classes_and_unreadable_files_as_wrong(
+    dataset: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    report = evaluate(dataset, list(models), aligned=True, progress=False)
+    first, second, ensemble = report.results
+    # 13 files: 7 right for rgb (3 anger, 2 happiness, 2 sadness); fear, surprise and the
+    # damaged file are wrong for every model.
+    assert [r.images for r in report.results] == [13, 13, 13]
+    assert first.accuracy_all == pytest.approx(7 / 13)
+    assert second.accuracy_all == pytest.approx(4 / 13)  # happy 2, sad 2: no angry to give
+    assert ensemble.accuracy_all == pytest.approx(5 / 13)
+    assert first.to_json()["skipped_classes"] == {"fear": 2, "surprise": 1}
+    text = format_report(report)
+    assert text.splitlines()[0].split()[1:3] == ["images", "all-images"]
+    assert text.splitlines()[1].split()[:3] == ["rgb", "13", f"{7 / 13:.4f}"]
+
+    rows = list(csv.DictReader(save_predictions_csv(report.results, tmp_path / "p.csv").open()))
+    assert len(rows) == 3 * 13 and list(rows[0]) == [
+        "model", "path", "truth", "predicted", "confidence"
+    ]  # fmt: skip
+    mine = {Path(r["path"]).parent.name + "/" + Path(r["path"]).name: r for r in rows[:13]}
+    assert (mine["fearful/0.png"]["truth"], mine["fearful/0.png"]["predicted"]) == ("fear", "sad")
+    assert mine["happiness/broken.jpg"]["predicted"] == "unreadable"
+    assert mine["happiness/broken.jpg"]["confidence"] == ""
+    assert float(mine["anger/0.png"]["confidence"]) > 0.9
+
+
+def test_eval_command_writes_the_predictions(dataset: Path, models: tuple[Path, Path], tmp_path):
+    out = tmp_path / "predictions.csv"
+    args = ["eval", str(dataset), "--aligned", "--model", str(models[0]), "--predictions", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].split()[:3] == ["rgb", "13", f"{7 / 13:.4f}"]
+    assert len(out.read_text().splitlines()) == 1 + 13

@@ -421,10 +421,21 @@ def eval_command(
         bool, typer.Option(help="Average each face with its mirror image.")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Faces per model call.")] = 64,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="Write one CSV row per image and model (path, truth, predicted)."),
+    ] = None,
 ) -> None:
-    """Accuracy, macro-F1, per-class scores, confusion and ms per face of each model."""
+    """Accuracy over all images, then accuracy, macro-F1, per-class scores, confusion and ms
+    per face on the classes each model knows."""
     from ml.models import DEFAULT_MODEL
-    from training.evaluate import describe_problems, evaluate, format_report, save_confusion_png
+    from training.evaluate import (
+        describe_problems,
+        evaluate,
+        format_report,
+        save_confusion_png,
+        save_predictions_csv,
+    )
 
     _logging()
     with _reported("eval"):
@@ -442,6 +453,8 @@ def eval_command(
         typer.echo(f"moodbot eval: {line}", err=True)
     if png:
         save_confusion_png(report.results, png)
+    if predictions:
+        save_predictions_csv(report.results, predictions)
     if as_json:
         typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
     else:

@@ -1,13 +1,19 @@
 """`moodbot eval`: score emotion models on a folder-per-class dataset, alone and as an ensemble.
 
 Folder names are matched to each model's labels through common aliases (anger/angry,
-sadness/sad, ..., and the Korean AIHub names); classes a model does not know are skipped and
-reported. Without `aligned`, every image goes through the bot's own pipeline (decode -> MTCNN ->
-largest face -> levelled crop), and an image where no face is found counts as a miss.
+sadness/sad, ..., and the Korean AIHub names). Every image counts: the report leads with the
+accuracy over all images, where an image of a class the model does not know, one without a face
+and an unreadable file are all wrong; accuracy, macro-F1 and the confusion matrix then cover
+the classes the model knows, and the unknown ones are reported (`skipped_classes`).
+
+Without `aligned`, every image goes through the bot's own face pipeline
+(`ml.engine.serving_pipeline`: the same decode limits, detector settings and framing), the
+largest face is scored, and an image where no face is found counts as a miss.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -18,12 +24,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ml.decode import DecodeLimits, decode_image
-from ml.engine import EngineConfig
+from ml.decode import DecodedImage
+from ml.engine import EngineConfig, serving_framing, serving_pipeline
 from ml.errors import MLError
-from ml.faces import Face, FaceDetector, crop_face
+from ml.faces import FaceDetector
 from ml.loader import load_emotion_model
 from ml.models import DEFAULT_MODEL, EmotionModel
+from ml.pipeline import FacePipeline, FoundFaces, Framing
 from training.aihub import canonical_label, class_images
 from training.metrics import classification_report
 
@@ -40,9 +47,19 @@ class EvalError(Exception):
         super().__init__(message or self.__doc__)
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer: its class, what the model said (or no_face / unreadable), how sure."""
+
+    path: str
+    truth: str
+    predicted: str
+    confidence: float | None
+
+
 @dataclass
 class EvalResult:
-    """One model's scores on the classes of the dataset it knows."""
+    """One model's scores: over every image, and on the classes of the dataset it knows."""
 
     model: str
     labels: tuple[str, ...]  # the model's labels, canonical names, in its output order
@@ -54,9 +71,21 @@ class EvalResult:
     no_face: list[int]  # per true label: images where no face was found
     ms_per_face: float | None
     skipped_classes: dict[str, int] = field(default_factory=dict)  # unknown class -> images
+    predictions: list[Prediction] = field(default_factory=list)  # every image, in dataset order
+
+    @property
+    def images(self) -> int:
+        """Every image of the dataset, whatever its class and whether it could be read."""
+        return len(self.predictions)
+
+    @property
+    def accuracy_all(self) -> float:
+        """Right answers over every image: unknown classes, missed faces, unreadable: wrong."""
+        right = sum(p.predicted == p.truth for p in self.predictions)
+        return right / len(self.predictions) if self.predictions else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """The `--json` object: exactly these seven keys."""
+        """The `--json` object."""
         return {
             "model": self.model,
             "n": self.n,
@@ -69,6 +98,9 @@ class EvalResult:
                 NO_FACE: self.no_face,
             },
             "ms_per_face": None if self.ms_per_face is None else round(self.ms_per_face, 3),
+            "images": self.images,
+            "accuracy_all": round(self.accuracy_all, 4),
+            "skipped_classes": self.skipped_classes,
         }
 
 
@@ -98,6 +130,7 @@ class _Scores:
     items: dict[int, tuple[str, np.ndarray | None]] = field(default_factory=dict)
     seconds: float = 0.0
     faces: int = 0
+    ms_per_face: float | None = None  # the ensemble's is the sum of its models'
 
 
 def evaluate(
@@ -119,30 +152,25 @@ def evaluate(
         raise EvalError(f"{dataset_dir} has no class folders with images.")
     scores = [_scores_for(name, dataset) for name in models]
     _name_apart(scores, models)
-    wanted = set().union(*(s.classes for s in scores))
-    items = [(path, label) for label, paths in dataset.items() if label in wanted for path in paths]
+    items = [(path, label) for label, paths in dataset.items() for path in paths]
     report = EvalReport(results=[], dataset={k: len(v) for k, v in dataset.items()})
-    if not aligned and detector is None:
-        config = EngineConfig()
-        detector = FaceDetector(
-            detect_max_side=config.detect_max_side, min_face_size=config.min_face_size
-        )
+    pipeline = _pipeline(scores, detector, aligned)
     for s in scores:
         s.model.predict([np.zeros((64, 64, 3), np.uint8)])  # trace the graph before timing
     bar = tqdm(total=len(items), desc="eval", unit="img", disable=not progress)
     with bar:
         for chunk in _chunks(list(enumerate(items)), batch_size):
-            found = _found_faces(chunk, detector, report)
-            framed: dict[float, list[_Crop]] = {}  # models that frame alike share crops
+            found = _found_faces(chunk, pipeline, aligned, report)
+            framed: dict[Framing, list[_Crop]] = {}  # models that frame alike share crops
             for s in scores:
-                margin = s.model.spec.crop_margin
-                if margin not in framed:
-                    framed[margin] = _framed(found, margin)
-                _predict(s, framed[margin], tta_flip)
+                framing = serving_framing(s.model.spec, _CONFIG)
+                if framing not in framed:
+                    framed[framing] = _framed(found, pipeline, framing)
+                _predict(s, framed[framing], tta_flip)
             bar.update(len(chunk))
-    report.results = [_result(s, dataset) for s in scores]
     if len(scores) > 1:
-        report.results.append(_ensemble(scores, dataset))
+        scores.append(_ensemble(scores, dataset))
+    report.results = [_result(s, dataset, items) for s in scores]
     return report
 
 
@@ -169,59 +197,72 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-# (item, class, image, its largest face: None when aligned or when no face was found)
-_Found = tuple[int, str, np.ndarray | None, Face | None]
+# (item, class, the photo and its largest face; None when no face was found or when aligned)
+_Found = tuple[int, str, DecodedImage | None, FoundFaces | None]
 # (item, class, the face crop, or None when no face was found)
 _Crop = tuple[int, str, np.ndarray | None]
-_LEVEL_FACES = EngineConfig().level_faces
+_CONFIG = EngineConfig()  # the bot's own limits, detector settings and framing
+
+
+def _pipeline(scores: list[_Scores], detector: FaceDetector | None, aligned: bool) -> FacePipeline:
+    """The bot's face pipeline, decoding enough pixels for the largest model; aligned: decode."""
+    if not aligned and detector is None:
+        detector = FaceDetector(
+            detect_max_side=_CONFIG.detect_max_side, min_face_size=_CONFIG.min_face_size
+        )
+    side = max(max(s.model.spec.input_size) for s in scores)
+    return serving_pipeline(
+        None if aligned else detector, scores[0].model.spec, _CONFIG, model_side=side
+    )
 
 
 def _found_faces(
     chunk: list[tuple[int, tuple[Path, str]]],
-    detector: FaceDetector | None,
+    pipeline: FacePipeline,
+    aligned: bool,
     report: EvalReport,
 ) -> list[_Found]:
-    """The decoded images and their faces; unreadable files are left out.
+    """The decoded images and their largest faces; unreadable files are left out.
 
     Cropping waits for `_framed`: models frame faces differently (BundleSpec.crop_margin).
     """
-    found = []
+    found: list[_Found] = []
     for index, (path, label) in chunk:
         try:
-            pixels = decode_image(path.read_bytes(), DecodeLimits()).pixels
+            image = pipeline.decode(path.read_bytes())
         except (MLError, OSError) as exc:
             report.unreadable.append((str(path), str(exc)))
             continue
-        if detector is None:  # aligned: the image is the face
-            found.append((index, label, pixels, None))
+        if aligned:  # the image is the face
+            found.append((index, label, image, None))
             continue
-        faces = detector.detect(pixels)
-        if not faces:
+        faces = pipeline.find(image)
+        if not faces.faces:
             report.no_face.append(str(path))
             found.append((index, label, None, None))
             continue
-        found.append((index, label, pixels, faces[0]))
+        found.append((index, label, image, faces.largest()))
     return found
 
 
-def _framed(found: list[_Found], margin: float) -> list[_Crop]:
-    """Each found face cropped with `margin`; aligned images are the face already."""
-    return [
-        (
-            index,
-            label,
-            pixels if face is None else crop_face(pixels, face, margin=margin, level=_LEVEL_FACES),
-        )
-        for index, label, pixels, face in found
-    ]
+def _framed(found: list[_Found], pipeline: FacePipeline, framing: Framing) -> list[_Crop]:
+    """Each found face cropped with `framing`; aligned images are the face already."""
+    crops: list[_Crop] = []
+    for index, label, image, faces in found:
+        if image is None:
+            crops.append((index, label, None))
+        elif faces is None:
+            crops.append((index, label, image.pixels))
+        else:
+            crops.append((index, label, pipeline.crop(faces, framing)[0]))
+    return crops
 
 
 def _predict(s: _Scores, crops: list[_Crop], tta_flip: bool) -> None:
-    """Run one model on the faces of the classes it knows, timing only the model."""
-    mine = [(index, label, crop) for index, label, crop in crops if label in s.classes]
-    faces = [crop for _, _, crop in mine if crop is not None]
+    """Run one model on every face (unknown classes too: it still answers), timing the model."""
+    faces = [crop for _, _, crop in crops if crop is not None]
     rows = iter(_timed_predict(s, faces, tta_flip) if faces else ())
-    for index, label, crop in mine:
+    for index, label, crop in crops:
         s.items[index] = (label, None if crop is None else next(rows))
 
 
@@ -234,17 +275,36 @@ def _timed_predict(s: _Scores, faces: list[np.ndarray], tta_flip: bool) -> np.nd
         probabilities = s.model.predict(faces)
     s.seconds += time.perf_counter() - started
     s.faces += len(faces)
+    s.ms_per_face = s.seconds * 1000.0 / s.faces
     return probabilities
 
 
-def _result(s: _Scores, dataset: dict[str, list[Path]]) -> EvalResult:
+def _result(
+    s: _Scores, dataset: dict[str, list[Path]], items: list[tuple[Path, str]]
+) -> EvalResult:
     miss = len(s.labels)
-    ordered = [s.items[index] for index in sorted(s.items)]
-    truth = [s.labels.index(label) for label, _ in ordered]
-    predicted = [miss if row is None else int(np.argmax(row)) for _, row in ordered]
-    ms = s.seconds * 1000.0 / s.faces if s.faces else None
+    known = [s.items[index] for index in sorted(s.items) if s.items[index][0] in s.classes]
+    truth = [s.labels.index(label) for label, _ in known]
+    predicted = [miss if row is None else int(np.argmax(row)) for _, row in known]
     skipped = {label: len(dataset[label]) for label in sorted(set(dataset) - s.classes)}
-    return _scored(s.name, s.labels, s.classes, truth, predicted, ms, skipped)
+    result = _scored(s.name, s.labels, s.classes, truth, predicted, s.ms_per_face, skipped)
+    result.predictions = [
+        _prediction(str(path), label, s.items.get(index), s.labels)
+        for index, (path, label) in enumerate(items)
+    ]
+    return result
+
+
+def _prediction(
+    path: str, truth: str, item: tuple[str, np.ndarray | None] | None, labels: tuple[str, ...]
+) -> Prediction:
+    if item is None:  # the file could not be read
+        return Prediction(path, truth, "unreadable", None)
+    row = item[1]
+    if row is None:
+        return Prediction(path, truth, NO_FACE, None)
+    best = int(np.argmax(row))
+    return Prediction(path, truth, labels[best], round(float(row[best]), 4))
 
 
 def _scored(
@@ -282,25 +342,18 @@ def _scored(
     )
 
 
-def _ensemble(scores: list[_Scores], dataset: dict[str, list[Path]]) -> EvalResult:
+def _ensemble(scores: list[_Scores], dataset: dict[str, list[Path]]) -> _Scores:
     """Mean probabilities over the labels every model shares, each renormalised over them."""
     first = scores[0]
     shared = tuple(label for label in first.labels if all(label in s.labels for s in scores))
-    classes = set(dataset) & set(shared)
-    truth, predicted = [], []
-    for index, (label, row) in sorted(first.items.items()):
-        if label not in classes:
-            continue
-        truth.append(shared.index(label))
-        if row is None:  # the same image has no face for every model
-            predicted.append(len(shared))
-            continue
-        rows = [_over(s.items[index][1], s.labels, shared) for s in scores]
-        predicted.append(int(np.argmax(np.mean(rows, axis=0))))
-    timed = [s.seconds * 1000.0 / s.faces for s in scores if s.faces]
-    ms = float(sum(timed)) if len(timed) == len(scores) else None
-    skipped = {label: len(dataset[label]) for label in sorted(set(dataset) - classes)}
-    return _scored(ENSEMBLE, shared, classes, truth, predicted, ms, skipped)
+    ensemble = _Scores(first.model, ENSEMBLE, shared, set(dataset) & set(shared))
+    for index, (label, row) in first.items.items():
+        # An image without a face has none for every model: they share the detection.
+        rows = None if row is None else [_over(s.items[index][1], s.labels, shared) for s in scores]
+        ensemble.items[index] = (label, None if rows is None else np.mean(rows, axis=0))
+    timed = [s.ms_per_face for s in scores if s.ms_per_face is not None]
+    ensemble.ms_per_face = float(sum(timed)) if len(timed) == len(scores) else None
+    return ensemble
 
 
 def _over(row: Any, labels: tuple[str, ...], shared: tuple[str, ...]) -> np.ndarray:
@@ -342,16 +395,37 @@ def save_confusion_png(results: Sequence[EvalResult], path: Path) -> Path:
 
 
 def format_report(report: EvalReport) -> str:
-    """The results as a few aligned lines for a terminal."""
+    """The results as a few aligned lines for a terminal, led by the accuracy over all images."""
     width = max(len(r.model) for r in report.results)
-    lines = [f"{'model':<{width}}  {'n':>6}  accuracy  macro-F1  ms/face"]
+    lines = [
+        f"{'model':<{width}}  {'images':>6}  all-images  |  {'n':>6}  accuracy  macro-F1  ms/face"
+    ]
     for r in report.results:
         ms = "-" if r.ms_per_face is None else f"{r.ms_per_face:.2f}"
-        lines.append(f"{r.model:<{width}}  {r.n:>6}  {r.accuracy:8.4f}  {r.macro_f1:8.4f}  {ms:>7}")
+        lines.append(
+            f"{r.model:<{width}}  {r.images:>6}  {r.accuracy_all:10.4f}  |  {r.n:>6}  "
+            f"{r.accuracy:8.4f}  {r.macro_f1:8.4f}  {ms:>7}"
+        )
+    lines.append(
+        "all-images: right answers over every image (unknown classes, missed faces and "
+        "unreadable files are wrong); n, accuracy, macro-F1: the classes the model knows."
+    )
     for r in report.results:
         recalls = ", ".join(f"{k} {v['recall']:.2f}" for k, v in r.per_class.items())
         lines.append(f"{r.model} recall: {recalls}")
     return "\n".join(lines)
+
+
+def save_predictions_csv(results: Sequence[EvalResult], path: Path) -> Path:
+    """One row per image and model: model, path, truth, predicted, confidence."""
+    with Path(path).open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["model", "path", "truth", "predicted", "confidence"])
+        for r in results:
+            for p in r.predictions:
+                confidence = "" if p.confidence is None else p.confidence
+                writer.writerow([r.model, p.path, p.truth, p.predicted, confidence])
+    return path
 
 
 def describe_problems(report: EvalReport) -> list[str]:
@@ -360,7 +434,10 @@ def describe_problems(report: EvalReport) -> list[str]:
     for r in report.results:
         if r.skipped_classes:
             skipped = ", ".join(f"{k} ({_images(n)})" for k, n in r.skipped_classes.items())
-            lines.append(f"{r.model} does not know these classes, skipped: {skipped}")
+            lines.append(
+                f"{r.model} does not know these classes (wrong in the accuracy over all "
+                f"images; skipped: {skipped})"
+            )
     if report.no_face:
         lines.append(f"{_images(len(report.no_face))} without a face (counted as misses).")
     for path, reason in report.unreadable:

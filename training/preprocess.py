@@ -21,9 +21,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ml.decode import DecodedImage, DecodeLimits, decode_image
+from ml.decode import DecodedImage
 from ml.errors import ImageTooLarge, MLError
-from ml.faces import CROP_MARGIN, FaceDetector, crop_face
+from ml.faces import CROP_MARGIN, FaceDetector
+from ml.pipeline import FacePipeline, Framing
 from training.aihub import DatasetError, Problem, Sample, scan_dataset
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,10 @@ def preprocess(
             detector = detector or FaceDetector(
                 detect_max_side=detect_max_side, min_face_size=min_face_size
             )
-            _run(todo, detector, settings, summary, progress)
+            # Full-resolution decoding (the default limits) and every face found: a training
+            # crop keeps all the pixels its size can use; the summary counts the extra faces.
+            pipeline = FacePipeline(detector, framing=Framing(settings.margin, settings.level))
+            _run(todo, pipeline, settings, summary, progress)
     finally:
         summary.per_class = _count_outputs(output_dir, settings)
         _write_json_atomic(output_dir / SUMMARY_FILE, summary.to_json())
@@ -181,15 +185,15 @@ def _plan(
 
 def _run(
     todo: list[tuple[Sample, Path]],
-    detector: FaceDetector,
+    pipeline: FacePipeline,
     settings: CropSettings,
     summary: PreprocessSummary,
     progress: bool,
 ) -> None:
     bar = tqdm(total=len(todo), desc="preprocess", unit="img", disable=not progress)
     with bar:
-        for (sample, target), decoded in _decoded(todo):
-            problem = _crop_one(sample, target, decoded, detector, settings, summary)
+        for (sample, target), decoded in _decoded(todo, pipeline):
+            problem = _crop_one(sample, target, decoded, pipeline, settings, summary)
             if problem:
                 summary.skip(problem)
             else:
@@ -199,30 +203,29 @@ def _run(
 
 
 def _decoded(
-    todo: list[tuple[Sample, Path]],
+    todo: list[tuple[Sample, Path]], pipeline: FacePipeline
 ) -> Iterator[tuple[tuple[Sample, Path], Future[DecodedImage]]]:
     """Decode a few images ahead in threads (Pillow releases the GIL) while MTCNN runs."""
-    limits = DecodeLimits()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
         pending: deque[tuple[tuple[Sample, Path], Future[DecodedImage]]] = deque()
         items = iter(todo)
         for item in items:
-            pending.append((item, pool.submit(_read_and_decode, item[0].path, limits)))
+            pending.append((item, pool.submit(_read_and_decode, item[0].path, pipeline)))
             if len(pending) >= _PREFETCH:
                 yield pending.popleft()
         while pending:
             yield pending.popleft()
 
 
-def _read_and_decode(path: Path, limits: DecodeLimits) -> DecodedImage:
-    return decode_image(path.read_bytes(), limits)
+def _read_and_decode(path: Path, pipeline: FacePipeline) -> DecodedImage:
+    return pipeline.decode(path.read_bytes())
 
 
 def _crop_one(
     sample: Sample,
     target: Path,
     decoded: Future[DecodedImage],
-    detector: FaceDetector,
+    pipeline: FacePipeline,
     settings: CropSettings,
     summary: PreprocessSummary,
 ) -> Problem | None:
@@ -234,14 +237,14 @@ def _crop_one(
     except (MLError, OSError) as exc:
         return Problem(sample.path, "unreadable", str(exc))
     try:
-        faces = detector.detect(image.pixels)
+        found = pipeline.find(image)
     except Exception as exc:  # TensorFlow fails in many ways; one image must not stop the run
         log.warning("Face detection failed on %s: %s", sample.path, exc)
         return Problem(sample.path, "error", f"face detection failed: {exc}")
-    if not faces:
+    if not found.faces:
         return Problem(sample.path, "no_face", "no face found")
-    summary.multiple_faces += len(faces) > 1
-    crop = crop_face(image.pixels, faces[0], margin=settings.margin, level=settings.level)
+    summary.multiple_faces += len(found.faces) > 1
+    crop = pipeline.crop(found.largest())[0]
     _write_image_atomic(resize_crop(crop, settings.size, settings.color), target)
     return None
 
