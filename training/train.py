@@ -18,6 +18,7 @@ from training.averaging import averaged_model, weight_collector
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.data import FaceArrays, class_weights, load_faces
 from training.metrics import classification_report, plot_curves
+from training.options import knob
 
 log = logging.getLogger(__name__)
 
@@ -26,38 +27,54 @@ log = logging.getLogger(__name__)
 class CompactRecipe:
     """Every choice that shapes the compact model; written into its model card."""
 
-    input_size: int = 48
-    width: int = 32
+    # A field made with knob() is also an option of `moodbot train` (training/options.py).
+    input_size: int = knob(48, "Side of the greyscale input.")
+    width: int = knob(32, "Channels of the first stage.")
     blocks: tuple[int, int, int] = (1, 1, 1)
     dropout: float = 0.3
-    epochs: int = 60
-    batch_size: int = 64
-    learning_rate: float = 3e-3
+    epochs: int = knob(60, "Training epochs at most.")
+    batch_size: int = knob(64, "Faces per training step.")
+    learning_rate: float = knob(3e-3, "Peak of the warm-up + cosine schedule.")
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
-    label_smoothing: float = 0.1
+    label_smoothing: float = knob(0.1, "Share of the target spread over the other classes.")
     # 0 = no class weights, 1 = fully balanced; in between tempers the rare classes' weight.
-    class_weight_power: float = 0.5
-    patience: int = 12
+    class_weight_power: float = knob(0.5, "0 none, 1 fully balanced class weights.")
+    patience: int = knob(12, "Early stopping patience (epochs).")
     # Regularisers that let a continued run train longer before it overfits; 0 = off.
-    mixup_alpha: float = 0.0
-    erasing: float = 0.0
+    mixup_alpha: float = knob(0.0, "Mixup's Beta(alpha, alpha); 0 turns it off.", option="--mixup")
+    erasing: float = knob(0.0, "Share of faces with a random rectangle erased.")
     # Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
-    average_epochs: int = 0
+    average_epochs: int = knob(
+        0, "Average the last N epochs' weights (SWA); kept if better on val."
+    )
     # Distillation: bundles (or their saved answers) whose mean answers on the training faces
     # become part of the targets, with this share and softening (training/distill.py); no
     # teachers = plain labels.
-    teachers: tuple[str, ...] = ()
-    distill_weight: float = 0.5
-    distill_temperature: float = 1.0
+    teachers: tuple[str, ...] = knob(
+        (),
+        "Distil from this bundle (name or folder) or answers file (`teach`); repeat for an "
+        "ensemble.",
+        option="--teacher",
+    )
+    distill_weight: float = knob(0.5, "Share of the teachers' answers in the targets.")
+    distill_temperature: float = knob(1.0, "Soften the teachers' answers by this temperature.")
     # Stop before an epoch that would end past this many minutes, and still write the bundle
     # (a shared or rented machine's deadline); None = run every epoch.
-    time_limit_minutes: float | None = None
+    time_limit_minutes: float | None = knob(
+        None,
+        "Minutes of training epochs: stop before one would end later (loading, averaging and "
+        "writing come on top); the bundle is still written.",
+        option="--time-limit",
+    )
     # Written into the bundle: how the bot frames photo faces for this model (BundleSpec).
-    crop_margin: float = CROP_MARGIN
+    crop_margin: float = knob(
+        CROP_MARGIN, "Box share the bot adds per side to frame faces like these."
+    )
     val_fraction: float = 0.1
-    seed: int = 1337
-    name: str = "moodnet"
+    seed: int = knob(1337, "Random seed of the split, initialisation and augmentation.",
+                     envvar="MOODBOT_SEED")  # fmt: skip
+    name: str = knob("moodnet", "Model name in the bundle.")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
