@@ -21,6 +21,8 @@ import typer
 
 from ml.faces import CROP_MARGIN
 from ml.quiet import import_tensorflow_quietly
+from training.options import recipe_from, with_recipe_options
+from training.train import CompactRecipe
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -266,95 +268,30 @@ def train_vggface_command(
 # --- train (the compact model) ------------------------------------------------------------------
 
 
+@with_recipe_options(CompactRecipe)
 def train_command(
     train_dir: Annotated[Path, typer.Argument(help="Faces, one folder per class (FER layout).")],
     output_dir: Annotated[Path, typer.Argument(help="Run folder: checkpoints, curves, bundle/.")],
     val_dir: Annotated[
         Path | None, typer.Option(help="Validation faces; default: 10% of train, stratified.")
     ] = None,
-    epochs: Annotated[int, typer.Option()] = 60,
-    batch_size: Annotated[int, typer.Option()] = 64,
-    learning_rate: Annotated[
-        float, typer.Option(help="Peak of the warm-up + cosine schedule.")
-    ] = 3e-3,
-    width: Annotated[int, typer.Option(help="Channels of the first stage.")] = 32,
-    input_size: Annotated[int, typer.Option(help="Side of the greyscale input.")] = 48,
-    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs).")] = 12,
-    label_smoothing: Annotated[float, typer.Option()] = 0.1,
-    class_weight_power: Annotated[
-        float, typer.Option(help="0 none, 1 fully balanced class weights.")
-    ] = 0.5,
-    mixup: Annotated[float, typer.Option(help="Mixup's Beta(alpha, alpha); 0 turns it off.")] = 0.0,
-    erasing: Annotated[
-        float, typer.Option(help="Share of faces with a random rectangle erased.")
-    ] = 0.0,
-    average_epochs: Annotated[
-        int, typer.Option(help="Average the last N epochs' weights (SWA); kept if better on val.")
-    ] = 0,
-    crop_margin: Annotated[
-        float, typer.Option(help="Box share the bot adds per side to frame faces like these.")
-    ] = CROP_MARGIN,
-    seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
     init_from: Annotated[
         Path | None, typer.Option(help="Continue from this bundle's weights.")
     ] = None,
-    teacher: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Distil from this bundle (name or folder) or answers file (`teach`); "
-            "repeat for an ensemble."
-        ),
-    ] = None,
-    distill_weight: Annotated[
-        float | None,
-        typer.Option(help="Share of the teachers' answers in the targets (default 0.5)."),
-    ] = None,
-    distill_temperature: Annotated[
-        float | None,
-        typer.Option(help="Soften the teachers' answers by this temperature (default 1)."),
-    ] = None,
-    time_limit: Annotated[
-        float | None,
-        typer.Option(
-            help="Minutes of training epochs: stop before one would end later (loading, "
-            "averaging and writing come on top); the bundle is still written."
-        ),
-    ] = None,
-    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet",
+    **knobs: Any,
 ) -> None:
-    """Train the compact CNN from scratch (the CPU-friendly default model) into a bundle."""
-    from training.train import CompactRecipe, train_compact
+    """Train the compact CNN from scratch (the CPU-friendly default model) into a bundle.
+
+    Every option after --init-from is a field of training.train.CompactRecipe.
+    """
+    from training.train import train_compact
 
     _logging()
     with _reported("train"):
-        if (distill_weight is not None or distill_temperature is not None) and not teacher:
+        distilling = knobs.get("distill_weight") is not None
+        if (distilling or knobs.get("distill_temperature") is not None) and not knobs["teachers"]:
             raise ValueError("--distill-weight and --distill-temperature need a --teacher")
-        recipe = CompactRecipe(
-            input_size=input_size,
-            width=width,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            label_smoothing=label_smoothing,
-            class_weight_power=class_weight_power,
-            patience=patience,
-            mixup_alpha=mixup,
-            erasing=erasing,
-            average_epochs=average_epochs,
-            teachers=tuple(teacher or ()),
-            distill_weight=(
-                CompactRecipe.distill_weight if distill_weight is None else distill_weight
-            ),
-            distill_temperature=(
-                CompactRecipe.distill_temperature
-                if distill_temperature is None
-                else distill_temperature
-            ),
-            time_limit_minutes=time_limit,
-            crop_margin=crop_margin,
-            seed=seed,
-            name=name,
-        )
+        recipe = recipe_from(CompactRecipe, knobs)
         metrics = train_compact(
             train_dir, output_dir, val_dir=val_dir, recipe=recipe, init_from=init_from
         )
