@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import requests
+
+from tests.processes import healthz_status, terminate
 
 pytestmark = pytest.mark.slow
 
@@ -96,19 +95,9 @@ def test_web_serves_and_stops(production: Path, tmp_path: Path) -> None:
         command, cwd=tmp_path, env=_env(tmp_path), stderr=subprocess.PIPE, text=True
     )
     try:
-        health = None
-        deadline = time.monotonic() + 300
-        while health is None and time.monotonic() < deadline and process.poll() is None:
-            try:
-                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
+        health = healthz_status(process, port, 300)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        stderr = terminate(process)
     assert health == 200, stderr
     assert process.returncode == 0 and "Traceback" not in stderr
 

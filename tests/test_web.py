@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.core import MoodService, Reply, Sender
@@ -30,6 +30,7 @@ from bot.web import Metrics, WebServer
 from bot.web.page import negotiate_language
 from ml.decode import DecodeLimits
 from ml.engine import EmotionEngine, EngineConfig
+from tests.processes import healthz_status, terminate
 
 pytestmark = pytest.mark.slow
 
@@ -545,8 +546,6 @@ def free_port() -> int:
 
 def test_moodbot_run_web_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`moodbot run --web` with no bot token: the web server alone, stopped by SIGTERM."""
-    import urllib.request
-
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOODBOT_", "SPOTIFY_"))}
     env = {k: v for k, v in env.items() if not k.endswith("_BOT_TOKEN")}
@@ -562,24 +561,11 @@ def test_moodbot_run_web_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        health, metrics = None, b""
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                    health = r.status
-                    break
-            except OSError:
-                time.sleep(0.5)
+        health, metrics = healthz_status(process, port, 180), b""
         if health == 200:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                metrics = r.read()
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
+            metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).content
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        stderr = terminate(process)
     assert process.returncode == 0, stderr
     assert health == 200, stderr
     assert b"moodbot_engine_queue_depth" in metrics
