@@ -184,3 +184,25 @@ def test_export_command(tmp_path: Path) -> None:
     assert missing.exit_code == 1
     assert "Unknown model" in missing.output
     assert not (tmp_path / "x").exists()
+
+
+def test_moodbot_model_set_to_a_served_bundle_uses_tf_serving(
+    tmp_path: Path, tf_serving: str, astronaut_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MOODBOT_MODEL=<bundle from `moodbot export --serving-url`>: the classifier is remote."""
+    from bot.settings import load_settings
+
+    bundle = tmp_path / "moodnet-served"
+    export_saved_model("moodnet", bundle, serving_url=f"{tf_serving}/v1/models/moodnet")
+    monkeypatch.setenv("MOODBOT_MODEL", str(bundle))
+    settings = load_settings()
+    # What bot/app.py does at start-up with MOODBOT_MODEL.
+    served = EmotionEngine.load(settings.model, settings.engine_config())
+    try:
+        assert isinstance(served.model, TFServingClassifier)
+        calls_at_start = len(FakeTFServing.requests)  # the warm-up already asked the server
+        analysis = served.analyze_blocking(astronaut_jpeg)
+    finally:
+        served.close()
+    assert analysis.primary and analysis.primary.emotion == "happy"
+    assert len(FakeTFServing.requests) == calls_at_start + 1
