@@ -43,10 +43,20 @@ def button_secret(settings: Settings) -> bytes | None:
     return secret.get_secret_value().encode() if secret else None
 
 
+def load_engine(settings: Settings) -> EmotionEngine:
+    """The engine MOODBOT_MODEL names, or the test-only stub (MOODBOT_ENGINE=stub)."""
+    if settings.engine == "stub":
+        from ml.stub import stub_engine
+
+        log.warning("MOODBOT_ENGINE=stub: every photo is answered 'happy' unseen (tests only)")
+        return stub_engine(settings.engine_config())
+    return EmotionEngine.load(settings.model, settings.engine_config())
+
+
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
     """The core with its resources, loaded once; everything is closed on the way out."""
-    engine = await asyncio.to_thread(EmotionEngine.load, settings.model, settings.engine_config())
+    engine = await asyncio.to_thread(load_engine, settings)
     try:
         history = await open_history(settings.database)
         music = build_music(settings)

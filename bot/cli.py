@@ -307,7 +307,8 @@ def main() -> None:
             err=True,
         )
         raise SystemExit(EXIT_BAD_INPUT)
-    if command in TENSORFLOW_COMMANDS | PLUGIN_COMMANDS:
+    stub = command == "run" and os.environ.get("MOODBOT_ENGINE") == "stub"  # no TensorFlow
+    if command in TENSORFLOW_COMMANDS | PLUGIN_COMMANDS and not stub:
         import_tensorflow_quietly()
     app()
 

@@ -11,6 +11,9 @@ What this guarantees, and what it does not:
   handled once;
 - a selfie's mood is stored once per update even when the update is handled twice (moods are
   keyed by the update: MoodEntry.request_id);
+- while the database is down, updates cannot be stored: each is handled in memory by the
+  replica that received it (answered politely, as the history is down too), and is lost if
+  that replica dies before answering;
 - a *reply* can still be sent twice: a replica that dies after sending the answer but before
   marking the row done leaves it to be handled again when the lease runs out. Telegram offers
   no way to make sending idempotent; the window is the time between send and mark.
@@ -64,8 +67,8 @@ class TelegramInbox:
     async def put(self, update: dict[str, Any]) -> bool:
         """Store an update before it is acknowledged; False when it was already there.
 
-        HistoryUnavailable when the database cannot take it: then Telegram must not get its
-        200, so that it delivers the update again later.
+        HistoryUnavailable when the database cannot take it (the transport then handles the
+        update in memory, as without an inbox).
         """
         update_id = int(update["update_id"])
         async with self._history.transaction() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     # repr=False: a URL may hold a password.
     database: str = Field("moodbot.db", min_length=1, repr=False, alias="MOODBOT_DB")
     model: str = Field(DEFAULT_MODEL, alias="MOODBOT_MODEL")
+    # Test-only: "stub" answers every photo "happy" without looking (ml/stub.py), so that
+    # deployment tests can start several replicas cheaply. Never set it for users.
+    engine: Literal["model", "stub"] = Field("model", alias="MOODBOT_ENGINE")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, alias="MOODBOT_MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(50_000_000, gt=0, alias="MOODBOT_MAX_IMAGE_PIXELS")
     unsure_below: float = Field(0.45, ge=0, le=1, alias="MOODBOT_UNSURE_BELOW")

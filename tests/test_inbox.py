@@ -43,16 +43,16 @@ def rows(url: str) -> list[tuple]:
 
 
 def text_update(update_id: int, user: TgUser, text: str = "hi") -> dict:
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id,
-            "date": 0,
-            "chat": {"id": user.id, "type": "private"},
-            "from": user.to_dict(),
-            "text": text,
-        },
+    message = {
+        "message_id": update_id,
+        "date": 0,
+        "chat": {"id": user.id, "type": "private"},
+        "from": user.to_dict(),
+        "text": text,
     }
+    if text.startswith("/"):
+        message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text)}]
+    return {"update_id": update_id, "message": message}
 
 
 async def test_put_claim_done_and_duplicates(history: PostgresHistory, postgres_url: str) -> None:
@@ -173,11 +173,14 @@ async def test_the_inbox_holds_file_ids_never_photo_bytes(
     assert len(payload) < 4000 and "file_id" in payload
 
 
-async def test_no_database_no_acknowledgement(
+async def test_without_the_database_updates_are_still_answered(
     fake: FakeTelegram, webhook_bot: tuple[TelegramTransport, str], history: PostgresHistory
 ) -> None:
     _, endpoint = webhook_bot
     await history.aclose()  # the database is gone
-    assert await fake.deliver(endpoint, text_update(9, ALICE), secret=SECRET) == 503
+    status = await fake.deliver(endpoint, text_update(9, ALICE, "/history"), secret=SECRET)
+    assert status == 200  # handled in memory, as without an inbox
+    answer = await fake.wait_for("sendMessage", chat_id=ALICE.id)
+    assert answer.text == "Your history is not available right now. Please try again later."
     assert await fake.deliver(endpoint, {"nonsense": True}, secret=SECRET) == 400
     assert await fake.deliver(endpoint, text_update(9, ALICE), secret="wrong") == 403

@@ -694,6 +694,7 @@ class TelegramHandlers:
 
 INBOX_CONCURRENCY = 32  # updates one replica handles at once from the inbox
 INBOX_POLL_S = 0.5  # how often a replica looks for updates other replicas left behind
+INBOX_RETRY_S = 2.0  # after the database failed
 INBOX_PURGE_EVERY_S = 3600.0
 INBOX_MAX_ATTEMPTS = 3  # an update whose handler died this often is dropped, not retried
 
@@ -805,10 +806,12 @@ class TelegramTransport:
         )
 
     async def _receive(self, request: web.Request) -> web.Response:
-        """One update from Telegram, checked against the secret token, then queued or stored.
+        """One update from Telegram, checked against the secret token, then stored or queued.
 
-        With the inbox, the 200 goes back only once the update is in the database: if it
-        cannot be stored, Telegram gets a 503 and delivers it again later.
+        With the inbox, the 200 goes back once the update is in the database. When the
+        database cannot take it, the update is handled in this process as without an inbox:
+        answered at once (politely: its history cannot be read or written either), but lost
+        if this replica dies before answering.
         """
         token = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(token.encode(), self._secret.encode()):
@@ -818,14 +821,15 @@ class TelegramTransport:
             update = Update.de_json(payload, self.application.bot)
         except (ValueError, KeyError, TypeError):
             return web.Response(status=400)
-        if self.inbox is None:
-            await self.application.update_queue.put(update)
-            return web.Response()
-        try:
-            await self.inbox.put(payload)
-        except HistoryUnavailable:
-            return web.Response(status=503)  # not acknowledged: Telegram retries
-        self._inbox_wake.set()
+        if self.inbox is not None:
+            try:
+                await self.inbox.put(payload)
+            except HistoryUnavailable:
+                log.warning("Inbox unavailable: update %d handled in memory", update.update_id)
+            else:
+                self._inbox_wake.set()
+                return web.Response()
+        await self.application.update_queue.put(update)
         return web.Response()
 
     # --- the durable inbox (bot/inbox.py) ---------------------------------------------------------
@@ -843,7 +847,9 @@ class TelegramTransport:
                     await self.inbox.purge()
                     next_purge = asyncio.get_running_loop().time() + INBOX_PURGE_EVERY_S
             except HistoryUnavailable:
-                items = []  # logged by the history; the next round tries again
+                # Logged by the history; look again a little later.
+                await asyncio.sleep(INBOX_RETRY_S)
+                continue
             for item in items:
                 task = asyncio.create_task(self._handle_stored(item))
                 self._handling.add(task)
