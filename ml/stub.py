@@ -15,7 +15,7 @@ import numpy as np
 
 from ml.engine import EmotionEngine, EngineConfig
 from ml.faces import Face
-from ml.models import DEFAULT_MODEL, EmotionModel, resolve_model
+from ml.models import DEFAULT_MODEL, resolve_model
 
 STUB_EMOTION = "happy"
 STUB_CONFIDENCE = 0.9
@@ -31,12 +31,13 @@ class StubDetector:
         return [Face(box, 0.99, eyes)]
 
 
-class StubModel(EmotionModel):
-    """The default bundle's labels and input size, and always the same reading."""
+class StubModel:
+    """An EmotionModel with the default bundle's labels and input size, always the same reading."""
 
     def __init__(self) -> None:
         # Only the bundle's manifest is read: no weights, no TensorFlow.
         self.spec, _ = resolve_model(DEFAULT_MODEL)
+        self.labels = self.spec.labels
         rest = (1.0 - STUB_CONFIDENCE) / (len(self.labels) - 1)
         self._row = np.full(len(self.labels), rest, dtype=np.float32)
         self._row[self.labels.index(STUB_EMOTION)] = STUB_CONFIDENCE

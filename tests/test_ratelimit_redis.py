@@ -21,8 +21,10 @@ async def make_redis(redis_url: str) -> AsyncIterator[MakeLimiter]:
     """RedisRateLimiters on the test's Redis; each is a replica with its own connection."""
     made: list[RedisRateLimiter] = []
 
-    def make(burst: int, per_minute: float, **options: object) -> RedisRateLimiter:
-        limiter = RedisRateLimiter(redis_url, burst, per_minute, **options)  # type: ignore[arg-type]
+    def make(burst: int, per_minute: float) -> RedisRateLimiter:
+        # A generous timeout: on a loaded test machine 0.25 s can pass, and the fallback
+        # (tested below) would then decide instead of Redis.
+        limiter = RedisRateLimiter(redis_url, burst, per_minute, timeout_s=2.0)
         made.append(limiter)
         return limiter
 
@@ -118,7 +120,7 @@ async def test_redis_killed_then_back(
         pytest.skip("killing the server needs the private one, not MOODBOT_TEST_REDIS_URL")
     monkeypatch.setattr("bot.ratelimit.REDIS_RETRY_AFTER_S", 0.2)
     caplog.set_level(logging.INFO, logger="bot.ratelimit")
-    one, two = (RedisRateLimiter(redis_url, 2, 1, timeout_s=0.2) for _ in range(2))
+    one, two = (RedisRateLimiter(redis_url, 2, 1, timeout_s=1.0) for _ in range(2))
     try:
         assert (await one.acquire("a")).allowed and (await two.acquire("a")).allowed
         assert not (await one.acquire("a")).allowed  # shared: the bucket is empty

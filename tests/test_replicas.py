@@ -77,6 +77,9 @@ class Cluster:
             "MOODBOT_INBOX_LEASE_S": str(LEASE_S),
             "MOODBOT_SHUTDOWN_GRACE_S": "5",
             "MOODBOT_LOG_LEVEL": "INFO",
+            # Generous: on a loaded test machine a 0.25 s Redis call can time out, and the
+            # per-process fallback would decide the shared-limit checks.
+            "MOODBOT_REDIS_TIMEOUT_S": "2",
             "DISCORD_BOT_TOKEN": "",
             "SPOTIFY_CLIENT_ID": "",
             "SPOTIFY_CLIENT_SECRET": "",
