@@ -260,3 +260,15 @@ async def test_a_message_processed_twice_is_stored_once(history: History) -> Non
     await history.record(mood())
     await history.record(mood())
     assert len(await history.recent("telegram", "u1")) == 3
+
+
+def test_both_backends_have_every_method_of_the_interface() -> None:
+    """A method added to `History` must exist on both backends (PostgreSQL too)."""
+    from bot.history import AsyncHistory
+    from bot.history_pg import PostgresHistory
+
+    members = {name for name in vars(History) if not name.startswith("_")}
+    assert {"record", "location", "correct_mood", "probe"} <= members
+    for backend in (AsyncHistory, PostgresHistory):
+        missing = sorted(name for name in members if not hasattr(backend, name))
+        assert missing == [], f"{backend.__name__} lacks {missing}"
