@@ -22,8 +22,8 @@ async def analyze_paths(
     settings: Settings, paths: Sequence[Path], *, emit: Callable[[dict[str, Any]], None]
 ) -> list[dict[str, Any]]:
     """Analyse every path, emitting each result in input order as soon as it is ready."""
+    music = build_music(settings)  # first: a damaged catalogue fails before the model loads
     engine = await asyncio.to_thread(EmotionEngine.load, settings.model, settings.engine_config())
-    music = build_music(settings)
     # The engine batches whatever is queued; keep it fed without overflowing its queue.
     slots = asyncio.Semaphore(settings.queue_size)
 
@@ -54,9 +54,7 @@ async def analyze_path(
     if not analysis.faces:
         return _result(path, analysis, error=(ErrorCode.NO_FACE, "No face found in the image."))
     suggestion = await music.suggest(analysis.faces[0].emotion)
-    recommendations = [
-        {"title": r.title, "url": r.url, "kind": r.kind} for r in suggestion.recommendations
-    ]
+    recommendations = [r.as_json() for r in suggestion.recommendations]
     return _result(path, analysis, recommendations=recommendations)
 
 
@@ -90,7 +88,7 @@ def _result(
     path: Path,
     analysis: Analysis | None = None,
     *,
-    recommendations: list[dict[str, str]] | None = None,
+    recommendations: list[dict[str, Any]] | None = None,
     error: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     faces = analysis.faces if analysis else ()

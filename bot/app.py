@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from bot.core import MoodService, utc_now
 from bot.history import History, HistoryUnavailable, open_history
-from bot.music import MusicRecommender, SpotifySearch
+from bot.music import MusicRecommender, SpotifySearch, shipped_catalogue
 from bot.settings import Settings
 from ml.engine import EmotionEngine
 
@@ -21,7 +21,11 @@ RETENTION_EVERY_S = 3600.0  # the retention purge runs at start-up, then hourly
 
 
 def build_music(settings: Settings) -> MusicRecommender:
-    """Spotify search when credentials are set, search links otherwise."""
+    """The catalogue picker, with Spotify playlists when credentials are set.
+
+    Raises CatalogueError for a missing or damaged catalogue (start-up stops with one line).
+    """
+    catalogue = shipped_catalogue(settings.catalogue_path)
     spotify = None
     if settings.spotify_configured:
         assert settings.spotify_client_id and settings.spotify_client_secret
@@ -33,8 +37,19 @@ def build_music(settings: Settings) -> MusicRecommender:
             timeout_s=settings.music_deadline_s,
             market=settings.spotify_market,
         )
-    log.info("Music: %s", "Spotify search" if spotify else "Spotify search links (no credentials)")
-    return MusicRecommender(spotify, deadline_s=settings.music_deadline_s)
+    music = MusicRecommender(
+        spotify,
+        catalogue=catalogue,
+        deadline_s=settings.music_deadline_s,
+        count=settings.music_count,
+        allow_explicit=settings.allow_explicit,
+    )
+    log.info(
+        "Music: %d catalogue tracks%s",
+        len(catalogue),
+        ", Spotify playlists" if spotify else " (no Spotify credentials: no playlists)",
+    )
+    return music
 
 
 def button_secret(settings: Settings) -> bytes | None:
@@ -56,10 +71,12 @@ def load_engine(settings: Settings) -> EmotionEngine:
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
     """The core with its resources, loaded once; everything is closed on the way out."""
+    # First: a bad catalogue or MOODBOT_GENRE fails in a fraction of a second.
+    music = build_music(settings)
+    genre = music.resolve_genre(settings.default_genre) if settings.default_genre else None
     engine = await asyncio.to_thread(load_engine, settings)
     try:
         history = await open_history(settings.database)
-        music = build_music(settings)
         try:
             async with retention_purge(history, settings.retention_days):
                 yield MoodService(
@@ -67,9 +84,10 @@ async def open_service(settings: Settings) -> AsyncIterator[MoodService]:
                     music,
                     history,
                     group_window=timedelta(hours=settings.group_window_hours),
-                    default_genre=settings.default_genre,
+                    default_genre=genre,
                     retention_days=settings.retention_days,
                     button_secret=button_secret(settings),
+                    music_memory=settings.music_memory,
                 )
         finally:
             music.close()

@@ -49,6 +49,7 @@ class BenchPlan:
     requests_per_level: int = 64  # selfies sent at each concurrency level
     load_size: Size = (1280, 960)
     cold_start: bool = True
+    music_repeats: int = 3000  # timed catalogue recommendations
 
 
 FULL = BenchPlan()
@@ -61,6 +62,7 @@ SMOKE = BenchPlan(
     requests_per_level=8,
     load_size=(640, 480),
     cold_start=False,
+    music_repeats=60,
 )
 
 
@@ -107,6 +109,9 @@ TARGETS = (
     Target("failed requests at 16 senders", 0, lambda r: r["throughput"]["16"]["failed"]),
     Target("event-loop lag p99 ms", 50, lambda r: r["loop_lag_p99_ms"]),
     Target("RSS MB", 1536, lambda r: r["rss_mb"]),
+    Target("recommendation p50 ms", 2, lambda r: r["music"]["recommend_ms"]["p50"]),
+    Target("catalogue load s", 0.5, lambda r: r["music"]["catalogue_load_s"]),
+    Target("catalogue RSS MB", 60, lambda r: r["music"]["catalogue_rss_mb"]),
     Target("cold start s", 10, lambda r: r["cold_start_s"]),
 )
 
@@ -330,6 +335,87 @@ def machine() -> dict[str, Any]:
     }
 
 
+# --- music -----------------------------------------------------------------------------------
+
+# Run in a fresh interpreter, so that the catalogue's memory is not hidden among TensorFlow's.
+_CATALOGUE_COST = """
+import json, time
+import numpy
+from bot.catalogue import Catalogue
+from bot.picker import Picker
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+before = rss_mb()
+started = time.perf_counter()
+picker = Picker(Catalogue.load())
+seconds = time.perf_counter() - started
+print(json.dumps({"load_s": seconds, "rss_mb": rss_mb() - before, "tracks": len(picker.catalogue)}))
+"""
+
+
+def catalogue_cost() -> dict[str, float]:
+    """Seconds and MB of RSS that loading the shipped catalogue (and its picker) costs."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CATALOGUE_COST],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"catalogue cost run failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
+
+
+def music_bench(repeats: int) -> dict[str, Any]:
+    """Recommendation latency on the shipped catalogue, and what loading the catalogue costs.
+
+    Each request is a mood, a mode and a genre (none, k-pop or acoustic) with a person's last
+    50 tracks to leave out: what a reply asks of the picker.
+    """
+    import random
+
+    from bot.catalogue import Catalogue
+    from bot.moodspace import MODES, PLACES, target_for
+    from bot.picker import Picker
+
+    cost = catalogue_cost()
+    picker = Picker(Catalogue.load())
+    heard = [picker.catalogue.ids[i].decode() for i in range(0, 50 * 997, 997)]
+    requests = [
+        (target_for(mood, mode), genre)
+        for mood in PLACES
+        for mode in MODES
+        for genre in (None, "k-pop", "acoustic")
+    ]
+    rng = random.Random(0)
+    for target, genre in requests:  # first use of a genre builds its pool
+        picker.pick(target, genre=genre, exclude_ids=heard, rng=rng)
+    samples = []
+    for i in range(repeats):
+        target, genre = requests[i % len(requests)]
+        started = time.perf_counter()
+        picker.pick(target, genre=genre, exclude_ids=heard, rng=rng)
+        samples.append((time.perf_counter() - started) * 1000)
+    return {
+        "recommend_ms": percentiles(samples),
+        "catalogue_load_s": round(cost["load_s"], 3),
+        "catalogue_rss_mb": round(cost["rss_mb"], 1),
+        "catalogue_tracks": int(cost["tracks"]),
+    }
+
+
+def music_summary(music: dict[str, Any]) -> str:
+    latency = music["recommend_ms"]
+    return (
+        f"music: recommendation p50 {latency['p50']:.2f} ms  p95 {latency['p95']:.2f} ms; "
+        f"catalogue of {music['catalogue_tracks']} tracks loads in "
+        f"{music['catalogue_load_s']:.3f} s, {music['catalogue_rss_mb']:.1f} MB RSS"
+    )
+
+
 def run_bench(
     engine: EmotionEngine, plan: BenchPlan = FULL, progress: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -361,6 +447,8 @@ def run_bench(
     if plan.cold_start:
         progress("cold start")
         result["cold_start_s"] = cold_start_s(load_photos[0], engine.model.spec.name)
+    progress("music recommendations")
+    result["music"] = music_bench(plan.music_repeats)
     result["targets"] = {t.name: t.check(result) for t in TARGETS}
     return result
 
@@ -387,6 +475,7 @@ def summary(result: dict[str, Any]) -> str:
         f"(the seed-style baseline's own process: {result['baseline_rss_mb']} MB), "
         f"cold start {result['cold_start_s']} s"
     )
+    lines.append(music_summary(result["music"]))
     for name, check in result["targets"].items():
         verdict = {True: "met", False: "MISSED", None: "not measured"}[check["met"]]
         value = "-" if check["value"] is None else f"{check['value']:.1f}"
@@ -408,9 +497,17 @@ def bench_command(
     output: Annotated[
         Path | None, typer.Option("--output", help="Also write the JSON to this file.")
     ] = None,
+    music_only: Annotated[
+        bool, typer.Option("--music", help="Only the music: recommendations and the catalogue.")
+    ] = False,
 ) -> None:
-    """Measure latency, throughput, event-loop lag, memory and cold start of the engine."""
+    """Measure latency, throughput, event-loop lag, memory and cold start of the engine, and
+    the music recommendations (latency, catalogue load time and memory)."""
     plan = SMOKE if smoke else FULL
+    if music_only:
+        music = music_bench(plan.music_repeats)
+        typer.echo(json.dumps(music, indent=2) if as_json else music_summary(music))
+        return
     started = time.perf_counter()
     engine = EmotionEngine.load(model)
     say = (lambda message: typer.echo(message, err=True)) if as_json else typer.echo

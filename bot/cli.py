@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,8 +18,14 @@ import typer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bot.bench import bench_command
+from bot.catalogue import CatalogueError
+from bot.picker import UnknownGenre
 from bot.settings import Settings, SettingsError, load_settings
+from ml.errors import ModelLoadError
 from ml.quiet import import_tensorflow_quietly
+
+if TYPE_CHECKING:
+    from bot.music import MusicRecommender
 
 app = typer.Typer(
     name="moodbot",
@@ -31,6 +37,8 @@ app = typer.Typer(
 log = logging.getLogger("moodbot")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
+# What stops start-up with one line and exit status 1: a model, catalogue or genre unusable.
+START_UP_ERRORS = (ModelLoadError, CatalogueError, UnknownGenre)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -45,6 +53,12 @@ def _settings(**overrides: Any) -> Settings:
         stream=sys.stderr,
     )
     return settings
+
+
+def _start_up_message(exc: Exception) -> str:
+    if isinstance(exc, UnknownGenre):
+        return f"MOODBOT_GENRE: {exc}"
+    return str(exc)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -87,8 +101,6 @@ def run(model: ModelOption = None, db: DbOption = None, web: WebOption = False) 
     With --web the web server runs in the same process; with --web and no bot token, only
     the web server runs (no console chat: it would end at once under a service manager).
     """
-    from ml.errors import ModelLoadError
-
     settings = _settings(MOODBOT_MODEL=model, MOODBOT_DB=db, MOODBOT_WEB=web or None)
     bots = settings.telegram_bot_token or settings.discord_bot_token
     if settings.web_enabled and not bots:
@@ -98,8 +110,8 @@ def run(model: ModelOption = None, db: DbOption = None, web: WebOption = False) 
             asyncio.run(_bots(settings, web=settings.web_enabled))
         else:
             asyncio.run(_console(settings))
-    except ModelLoadError as exc:
-        raise _fail(str(exc)) from None
+    except START_UP_ERRORS as exc:
+        raise _fail(_start_up_message(exc)) from None
     except KeyboardInterrupt:
         typer.echo("", err=True)
 
@@ -112,15 +124,13 @@ def web_command(
     port: PortOption = None,
 ) -> None:
     """Serve the web demo page, /api/analyze, /healthz and /metrics (no chat bots)."""
-    from ml.errors import ModelLoadError
-
     settings = _settings(
         MOODBOT_MODEL=model, MOODBOT_DB=db, MOODBOT_WEB_HOST=host, MOODBOT_WEB_PORT=port
     )
     try:
         asyncio.run(_bots(settings, web=True, bots=False))
-    except ModelLoadError as exc:
-        raise _fail(str(exc)) from None
+    except START_UP_ERRORS as exc:
+        raise _fail(_start_up_message(exc)) from None
     except KeyboardInterrupt:
         typer.echo("", err=True)
 
@@ -160,14 +170,58 @@ def analyze(
     not be read.
     """
     from bot.analyze import analyze_paths, exit_status, human_line
-    from ml.errors import ModelLoadError
 
     settings = _settings(MOODBOT_MODEL=model)
     try:
         results = asyncio.run(analyze_paths(settings, paths, emit=_printer(as_json, human_line)))
-    except ModelLoadError as exc:
-        raise _fail(str(exc)) from None
+    except START_UP_ERRORS as exc:
+        raise _fail(_start_up_message(exc)) from None
     raise typer.Exit(exit_status(results))
+
+
+@app.command()
+def music(
+    mood: Annotated[str, typer.Argument(help="An emotion: happy, sad, 슬픔, anger, ...")],
+    mode: Annotated[
+        str, typer.Option("--mode", help="match, lift or calm: how the music relates to it.")
+    ] = "match",
+    genre: Annotated[
+        str | None, typer.Option("--genre", help="Only this genre (k-pop, kpop, 케이팝, jazz...).")
+    ] = None,
+    count: Annotated[int | None, typer.Option("--count", help="How many tracks (1-10).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of the tracks.")] = False,
+) -> None:
+    """Music for a mood without a photo: catalogue tracks, offline.
+
+    Exit status 2 for an unknown mood, mode or genre (one line on stderr).
+    """
+    from bot.music import UnknownEmotion, track_recommendation
+
+    settings = _settings()
+    try:
+        music = _catalogue_music(settings)
+        picked = music.pick(mood, mode=mode, genre=genre, count=count)
+    except (UnknownEmotion, UnknownGenre, ValueError) as exc:
+        typer.echo(f"moodbot: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    links = [track_recommendation(t, picked.genre) for t in picked.tracks]
+    if as_json:
+        typer.echo(json.dumps([link.as_json() for link in links], ensure_ascii=False))
+        return
+    for link in links:
+        typer.echo(f"{link.label}  {link.url}  (valence {link.valence}, energy {link.energy})")
+
+
+def _catalogue_music(settings: Settings) -> MusicRecommender:
+    """The catalogue's music alone: no Spotify, nothing but the picker to load."""
+    from bot.music import MusicRecommender, shipped_catalogue
+
+    try:
+        catalogue = shipped_catalogue(settings.catalogue_path)
+    except CatalogueError as exc:
+        raise _fail(str(exc)) from None
+    count, explicit = settings.music_count, settings.allow_explicit
+    return MusicRecommender(None, catalogue=catalogue, count=count, allow_explicit=explicit)
 
 
 @app.command()

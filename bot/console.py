@@ -138,7 +138,7 @@ class ConsoleChat:
 
     async def _show(self, reply: Reply) -> None:
         lines = [reply.text]
-        lines += [f"  • {link.title}\n    {link.url}" for link in reply.links]
+        lines += [f"  • {link.label}\n    {link.url}" for link in reply.links]
         if reply.chart_png:
             chart = self.chart_dir / CHART_FILE
             await asyncio.to_thread(chart.write_bytes, reply.chart_png)

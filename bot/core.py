@@ -22,12 +22,14 @@ from bot import texts
 from bot.chart import render_mood_chart
 from bot.correction import CorrectionOffer, Ref, RefSigner
 from bot.history import History, HistoryUnavailable, MoodEntry
-from bot.music import MODES, MusicRecommender, MusicSuggestion, Recommendation
+from bot.moodspace import Target, blend, recency_weight, target_for
+from bot.music import MusicRecommender, MusicSuggestion, Recommendation
+from bot.picker import UnknownGenre
 from bot.ratelimit import Limiter
-from bot.texts import emotion_name, percent, say
+from bot.texts import emotion_name, percent, say, sound_name
 from ml.engine import Analysis, EmotionEngine, FaceEmotion
 from ml.errors import EngineBusy, ErrorCode, ImageTooLarge, MLError, UnreadableImage
-from ml.labels import EMOJI, EMOTIONS, emotion_for
+from ml.labels import EMOJI, EMOTIONS, MODES, emotion_for
 
 log = logging.getLogger(__name__)
 
@@ -196,25 +198,31 @@ def _observed(
 
 @dataclass(frozen=True)
 class MoodBlend:
-    """Several moods blended into one: the leading mood and each mood's share (0..1)."""
+    """Several moods blended into one: the leading mood, each mood's share (0..1), and the
+    place in valence x energy the group's music aims at."""
 
     dominant: str
     shares: dict[str, float] = field(default_factory=dict)
     people: int = 0
+    target: Target | None = None
 
 
 def blend_moods(moods: Iterable[tuple[str, float]]) -> MoodBlend:
-    """Weigh each (emotion, confidence) by its confidence and find the leading mood."""
+    """Blend (emotion, weight) pairs: weight is confidence, times recency for stored moods.
+
+    The leading mood names the blend; the target is the weighted mean of the moods' places.
+    """
     weights: Counter[str] = Counter()
     people = 0
-    for emotion, confidence in moods:
-        weights[emotion] += max(confidence, 1e-3)
+    for emotion, weight in moods:
+        weights[emotion] += max(weight, 1e-3)
         people += 1
     if not weights:
         raise ValueError("blend_moods needs at least one mood")
     total = sum(weights.values())
     shares = {e: w / total for e, w in sorted(weights.items(), key=lambda i: (-i[1], i[0]))}
-    return MoodBlend(dominant=next(iter(shares)), shares=shares, people=people)
+    target = blend((target_for(e), w) for e, w in weights.items())
+    return MoodBlend(dominant=next(iter(shares)), shares=shares, people=people, target=target)
 
 
 def utc_now() -> datetime:
@@ -246,6 +254,7 @@ class MoodService:
         retention_days: int = 0,
         button_secret: bytes | None = None,
         correction_window: timedelta = timedelta(hours=24),
+        music_memory: int = 50,
     ) -> None:
         self.engine = engine
         self.music = music
@@ -253,6 +262,7 @@ class MoodService:
         self.group_window = group_window
         self.default_genre = default_genre
         self.retention_days = retention_days  # 0: kept until /forget (bot/app.py purges)
+        self.music_memory = music_memory  # tracks not offered again to the same person
         self._clock = clock
         # Chat transports share one per-user limiter; the console (one local user) needs none.
         self.limiter = limiter
@@ -313,7 +323,7 @@ class MoodService:
             return failure
         assert analysis and analysis.primary
         face = analysis.primary
-        music = await self._music_for(who, face.emotion)
+        music = await self.recommend(who, face.emotion, remember=remember)
         notes, row_id = [], None
         if not remember:
             notes.append(say(who.language, "not_saved_other"))
@@ -337,6 +347,7 @@ class MoodService:
         if failure:
             return failure
         assert analysis
+        # One photo: everybody's mood is equally recent; confidence alone weighs them.
         blend = blend_moods((f.emotion, f.confidence) for f in analysis.faces)
         return await self._blend_reply(who, blend, "group_photo_title", analysis)
 
@@ -428,7 +439,9 @@ class MoodService:
             if refusal is not None:
                 return refusal
             key = "corrected"
-        music = await self._music_for(who, emotion)
+        # A correction of an analysis stored nowhere (the web page, someone else's photo)
+        # leaves no track memory either.
+        music = await self.recommend(who, emotion, remember=verified.stored)
         text = say(who.language, key, **self._mood_values(who.language, emotion))
         offer = CorrectionOffer(ref, emotion, (), EMOTIONS)
         return self._music_reply(who, text, music, correction=offer)
@@ -493,20 +506,49 @@ class MoodService:
 
     # --- music --------------------------------------------------------------------------------
 
-    async def _music_for(self, who: Sender, emotion: str) -> MusicSuggestion:
+    async def recommend(
+        self, who: Sender, emotion: str, *, remember: bool = True
+    ) -> MusicSuggestion:
+        """Music for `emotion` in this person's mode and genre, none they heard lately.
+
+        With remember=True the tracks are noted, so the next answers bring others.
+        """
         mode, genre = "match", self.default_genre
+        heard: list[str] = []
         try:
             prefs = await self.history.get_preferences(who.platform, who.user_id)
             mode, genre = prefs.mode, prefs.genre or self.default_genre
+            if remember and self.music_memory:
+                heard = await self.history.recent_track_ids(
+                    who.platform, who.user_id, self.music_memory
+                )
         except HistoryUnavailable as exc:
             log.warning("Preferences unavailable, using defaults: %s", exc)
-        return await self.music.suggest(emotion, mode=mode, genre=genre)
+        try:
+            music = await self.music.suggest(emotion, mode=mode, genre=genre, exclude_ids=heard)
+        except UnknownGenre:
+            # A genre saved before genres were checked against the catalogue: leave it out.
+            music = await self.music.suggest(emotion, mode=mode, exclude_ids=heard)
+        if remember and self.music_memory and music.track_ids:
+            try:
+                await self.history.remember_tracks(
+                    who.platform, who.user_id, music.track_ids, self._clock()
+                )
+            except HistoryUnavailable as exc:
+                log.warning("Could not remember the tracks offered: %s", exc)
+        return music
 
     def _music_reply(
-        self, who: Sender, headline: str, music: MusicSuggestion, *notes: str, **fields: Any
+        self,
+        who: Sender,
+        headline: str,
+        music: MusicSuggestion,
+        *notes: str,
+        group: bool = False,
+        **fields: Any,
     ) -> Reply:
         """An answer with music: the headline, why this music, then any notes, one a line."""
-        why = self._why(who, music)
+        why = self._why(who, music, group=group)
         return Reply(
             text="\n".join([headline, why, *notes]),
             links=music.recommendations,
@@ -516,27 +558,20 @@ class MoodService:
             **fields,
         )
 
-    def _why(self, who: Sender, music: MusicSuggestion) -> str:
+    def _why(self, who: Sender, music: MusicSuggestion, *, group: bool = False) -> str:
+        """One line: which mood, where its songs sit in valence x energy, and why these."""
         lang = who.language
-        words = ", ".join(music.keywords)
-        if music.genre:
-            words = f"{music.genre}, {words}"
+        (v_low, v_high), (e_low, e_high) = music.target.around()
         values = {
             "emotion": emotion_name(lang, music.emotion),
-            "mood": emotion_name(lang, music.music_mood),
-            "mode": music.mode,
-            "words": words,
+            "sound": sound_name(lang, music.sound),
+            "genre": f"{music.genre} " if music.genre else "",
+            "valence": f"{v_low:g}-{v_high:g}",
+            "energy": f"{e_low:g}-{e_high:g}",
         }
-        text = say(
-            lang, "why_match" if music.music_mood == music.emotion else "why_changed", **values
-        )
-        if music.source != "spotify":
-            reason = (
-                "why_links_unconfigured"
-                if music.fallback_reason == "not configured"
-                else "why_links"
-            )
-            text += say(lang, reason)
+        text = say(lang, "why_group" if group else f"why_{music.mode}", **values)
+        if music.widened:
+            text += say(lang, "why_widened", genre=values["genre"])
         return text
 
     # --- describing faces ---------------------------------------------------------------------
@@ -625,20 +660,26 @@ class MoodService:
             return Reply(
                 text=say(lang, "group_empty", hours=hours), error_code=ErrorCode.GROUP_EMPTY
             )
-        blend = blend_moods((e.emotion, e.confidence) for e in latest.values())
+        now = self._clock()
+        blend = blend_moods(
+            (e.emotion, e.confidence * recency_weight((now - e.created_at).total_seconds() / 3600))
+            for e in latest.values()
+        )
         return await self._blend_reply(who, blend, "group_title")
 
     async def _blend_reply(
         self, who: Sender, blend: MoodBlend, title: str, analysis: Analysis | None = None
     ) -> Reply:
         lang = who.language
-        music = await self.music.suggest(blend.dominant, genre=self.default_genre)
+        music = await self.music.suggest(
+            blend.dominant, genre=self.default_genre, target=blend.target
+        )
         breakdown = ", ".join(
             f"{self._label(lang, e)} {percent(share)}" for e, share in blend.shares.items()
         )
         people = say(lang, "person" if blend.people == 1 else "people")
         head = say(lang, title, count=blend.people, people=people, breakdown=breakdown)
-        return self._music_reply(who, head, music, analysis=analysis)
+        return self._music_reply(who, head, music, group=True, analysis=analysis)
 
     # --- privacy and preferences --------------------------------------------------------------
 
@@ -661,12 +702,18 @@ class MoodService:
 
     @_use_case
     async def set_genre(self, who: Sender, genre: str) -> Reply:
-        """Add a genre or language to every music search ('off' clears it)."""
+        """Only songs of one catalogue genre from now on ('off' clears it)."""
         genre = " ".join(genre.split())
         if not genre or len(genre) > MAX_GENRE_CHARS:
             return Reply(text=say(who.language, "genre_bad"), error_code=ErrorCode.BAD_ARGUMENT)
         if genre.lower() in ("off", "none", "clear"):
             return await self._save_preference(who, say(who.language, "genre_cleared"), genre=None)
+        try:
+            genre = self.music.resolve_genre(genre)
+        except UnknownGenre as exc:
+            key = "genre_unknown" if exc.closest else "genre_unknown_no_hint"
+            text = say(who.language, key, genre=genre, closest=", ".join(exc.closest))
+            return Reply(text=text, error_code=ErrorCode.BAD_ARGUMENT)
         text = say(who.language, "genre_set", genre=genre)
         return await self._save_preference(who, text, genre=genre)
 

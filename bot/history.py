@@ -17,7 +17,7 @@ import itertools
 import logging
 import numbers
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 PLATFORMS = ("telegram", "discord", "console", "web")
 MAX_RECENT = 100
+# Tracks remembered per person for "no repeats"; older ones are dropped as new ones come.
+MAX_REMEMBERED_TRACKS = 500
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 P = ParamSpec("P")
@@ -163,6 +165,21 @@ def _m004_mood_request_ids(db: Database) -> None:
     moods.create_index(["request_id"], index_name="idx_moods_request", unique=True)
 
 
+@MIGRATIONS(name="m005_create_recommended_tracks")
+def _m005_create_recommended_tracks(db: Database) -> None:
+    # The tracks each person was offered, so that nobody gets the same song twice in a row.
+    tracks = db.table("recommended_tracks")
+    tracks.create(
+        {"id": int, "platform": str, "user_id": str, "track_id": str, "created_at": str},
+        pk="id",
+        not_null={"platform", "user_id", "track_id", "created_at"},
+    )
+    tracks.create_index(
+        ["platform", "user_id", "created_at"], index_name="idx_recommended_tracks_user_time"
+    )
+    tracks.create_index(["created_at"], index_name="idx_recommended_tracks_time")
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -284,6 +301,17 @@ def _checked_preferences(
     return mode, genre
 
 
+def _checked_tracks(
+    platform: str, user_id: str, track_ids: Iterable[str], at: datetime
+) -> list[list[str]]:
+    """Validate a remember_tracks() call; returns SQL_REMEMBER_TRACK's parameters per track."""
+    if platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
+    _require_text("user_id", user_id)
+    when = _timestamp("at", at)
+    return [[platform, user_id, _require_text("track_id", t), when] for t in track_ids]
+
+
 def _merged(current: Preferences, mode: str | _Unset, genre: str | _Unset | None) -> Preferences:
     return Preferences(
         mode=current.mode if mode is _UNSET else mode,
@@ -325,6 +353,21 @@ SQL_CORRECT = "UPDATE moods SET emotion = ?, predicted = ?, corrected_at = ? WHE
 SQL_FORGET_MOODS = "DELETE FROM moods WHERE platform = ? AND user_id = ?"
 SQL_FORGET_PREFERENCES = "DELETE FROM preferences WHERE platform = ? AND user_id = ?"
 SQL_DELETE_OLDER = "DELETE FROM moods WHERE created_at < ?"
+SQL_RECENT_TRACKS = (
+    "SELECT track_id FROM recommended_tracks WHERE platform = ? AND user_id = ?"
+    " ORDER BY created_at DESC, id DESC LIMIT ?"
+)
+SQL_REMEMBER_TRACK = (
+    "INSERT INTO recommended_tracks (platform, user_id, track_id, created_at) VALUES (?, ?, ?, ?)"
+)
+# Keeps a user's latest MAX_REMEMBERED_TRACKS: parameters platform, user_id, platform, user_id, n.
+SQL_TRIM_TRACKS = (
+    "DELETE FROM recommended_tracks WHERE platform = ? AND user_id = ? AND id NOT IN"
+    " (SELECT id FROM recommended_tracks WHERE platform = ? AND user_id = ?"
+    " ORDER BY created_at DESC, id DESC LIMIT ?)"
+)
+SQL_FORGET_TRACKS = "DELETE FROM recommended_tracks WHERE platform = ? AND user_id = ?"
+SQL_DELETE_OLDER_TRACKS = "DELETE FROM recommended_tracks WHERE created_at < ?"
 SQL_GET_PREFERENCES = "SELECT mode, genre FROM preferences WHERE platform = ? AND user_id = ?"
 SQL_SET_PREFERENCES = (
     "INSERT INTO preferences (platform, user_id, mode, genre) VALUES (?, ?, ?, ?)"
@@ -415,6 +458,10 @@ class History(Protocol):
         at: datetime,
     ) -> MoodEntry | None: ...
     async def correction_stats(self, since: datetime | None = None) -> CorrectionStats: ...
+    async def recent_track_ids(self, platform: str, user_id: str, n: int) -> list[str]: ...
+    async def remember_tracks(
+        self, platform: str, user_id: str, track_ids: Sequence[str], at: datetime
+    ) -> None: ...
     async def forget_user(self, platform: str, user_id: str) -> int: ...
     async def delete_older_than(self, cutoff: datetime) -> int: ...
     async def get_preferences(self, platform: str, user_id: str) -> Preferences: ...
@@ -597,22 +644,45 @@ class HistoryStore:
         return correction_stats_from(self._db.query(sql, args))
 
     @_guarded
+    def recent_track_ids(self, platform: str, user_id: str, n: int) -> list[str]:
+        """The Spotify ids of the last `n` tracks recommended to a user, newest first."""
+        if n <= 0:
+            return []
+        limit = min(n, MAX_REMEMBERED_TRACKS)
+        rows = self._db.query(SQL_RECENT_TRACKS, [platform, user_id, limit])
+        return [row["track_id"] for row in rows]
+
+    @_guarded
+    def remember_tracks(
+        self, platform: str, user_id: str, track_ids: Sequence[str], at: datetime
+    ) -> None:
+        """Note the tracks just recommended to a user (keeping their latest few hundred)."""
+        rows = _checked_tracks(platform, user_id, track_ids, at)
+        with self._write():
+            self._db.conn.executemany(SQL_REMEMBER_TRACK, rows)
+            trim = [platform, user_id, platform, user_id, MAX_REMEMBERED_TRACKS]
+            self._db.execute(SQL_TRIM_TRACKS, trim)
+
+    @_guarded
     def forget_user(self, platform: str, user_id: str) -> int:
-        """Delete a user's moods in every chat of `platform` and their preferences.
+        """Delete a user's moods in every chat of `platform`, preferences and track memory.
 
         Returns the number of mood rows deleted.
         """
         with self._write():
             deleted = self._db.execute(SQL_FORGET_MOODS, [platform, user_id])
             self._db.execute(SQL_FORGET_PREFERENCES, [platform, user_id])
+            self._db.execute(SQL_FORGET_TRACKS, [platform, user_id])
         logger.info("Forgot %d moods of %s:%s", deleted.rowcount, platform, user_id)
         return deleted.rowcount
 
     @_guarded
     def delete_older_than(self, cutoff: datetime) -> int:
-        """Delete every entry created before `cutoff`; returns the number deleted."""
+        """Delete every mood (and track memory) from before `cutoff`; returns the moods deleted."""
+        before = [_timestamp("cutoff", cutoff)]
         with self._write():
-            deleted = self._db.execute(SQL_DELETE_OLDER, [_timestamp("cutoff", cutoff)])
+            deleted = self._db.execute(SQL_DELETE_OLDER, before)
+            self._db.execute(SQL_DELETE_OLDER_TRACKS, before)
         logger.info("Deleted %d moods older than %s", deleted.rowcount, cutoff)
         return deleted.rowcount
 
@@ -777,8 +847,18 @@ class AsyncHistory:
         """How often people corrected the model since `since`."""
         return await self._call("correction_stats", since)
 
+    async def recent_track_ids(self, platform: str, user_id: str, n: int) -> list[str]:
+        """The Spotify ids of the last `n` tracks recommended to a user, newest first."""
+        return await self._call("recent_track_ids", platform, user_id, n)
+
+    async def remember_tracks(
+        self, platform: str, user_id: str, track_ids: Sequence[str], at: datetime
+    ) -> None:
+        """Note the tracks just recommended to a user."""
+        await self._call("remember_tracks", platform, user_id, track_ids, at)
+
     async def forget_user(self, platform: str, user_id: str) -> int:
-        """Delete a user's moods and preferences on `platform`; returns mood rows deleted."""
+        """Delete a user's moods, preferences and track memory; returns mood rows deleted."""
         return await self._call("forget_user", platform, user_id)
 
     async def delete_older_than(self, cutoff: datetime) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,17 +30,23 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.history import (
     _UNSET,
+    MAX_REMEMBERED_TRACKS,
     SQL_CHAT_LATEST,
     SQL_CORRECT,
     SQL_DELETE_OLDER,
+    SQL_DELETE_OLDER_TRACKS,
     SQL_FORGET_MOODS,
     SQL_FORGET_PREFERENCES,
+    SQL_FORGET_TRACKS,
     SQL_GET_PREFERENCES,
     SQL_MOOD_COUNTS,
     SQL_MOOD_OF_REQUEST,
     SQL_OWN_RECENT_ENTRY,
     SQL_RECENT,
+    SQL_RECENT_TRACKS,
+    SQL_REMEMBER_TRACK,
     SQL_SET_PREFERENCES,
+    SQL_TRIM_TRACKS,
     CorrectionStats,
     HistoryStore,
     HistoryUnavailable,
@@ -48,6 +54,7 @@ from bot.history import (
     Preferences,
     _check_limit,
     _checked_preferences,
+    _checked_tracks,
     _datetime,
     _from_row,
     _merged,
@@ -139,6 +146,22 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         CREATE INDEX idx_inbox_pending ON telegram_inbox (received_at) WHERE done_at IS NULL;
         CREATE INDEX idx_inbox_user ON telegram_inbox (user_id);
+        """,
+    ),
+    (
+        "m006_create_recommended_tracks",
+        # The tracks each person was offered, so that nobody gets the same song twice in a row.
+        """
+        CREATE TABLE recommended_tracks (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            platform text NOT NULL,
+            user_id text NOT NULL,
+            track_id text NOT NULL,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX idx_recommended_tracks_user_time
+            ON recommended_tracks (platform, user_id, created_at);
+        CREATE INDEX idx_recommended_tracks_time ON recommended_tracks (created_at);
         """,
     ),
 )
@@ -330,11 +353,30 @@ class PostgresHistory:
         sql, args = correction_stats_sql(since)
         return correction_stats_from(await self._rows(sql, args))
 
+    async def recent_track_ids(self, platform: str, user_id: str, n: int) -> list[str]:
+        """The Spotify ids of the last `n` tracks recommended to a user, newest first."""
+        if n <= 0:
+            return []
+        limit = min(n, MAX_REMEMBERED_TRACKS)
+        rows = await self._rows(SQL_RECENT_TRACKS, [platform, user_id, limit])
+        return [row["track_id"] for row in rows]
+
+    async def remember_tracks(
+        self, platform: str, user_id: str, track_ids: Sequence[str], at: datetime
+    ) -> None:
+        """Note the tracks just recommended to a user (keeping their latest few hundred)."""
+        rows = _checked_tracks(platform, user_id, track_ids, at)
+        async with self.transaction() as conn, conn.cursor() as cursor:
+            await cursor.executemany(pg(SQL_REMEMBER_TRACK), rows)
+            trim = [platform, user_id, platform, user_id, MAX_REMEMBERED_TRACKS]
+            await cursor.execute(pg(SQL_TRIM_TRACKS), trim)
+
     async def forget_user(self, platform: str, user_id: str) -> int:
-        """Delete a user's moods in every chat of `platform` and their preferences."""
+        """Delete a user's moods in every chat of `platform`, preferences and track memory."""
         async with self.transaction() as conn:
             deleted = await conn.execute(pg(SQL_FORGET_MOODS), [platform, user_id])
             await conn.execute(pg(SQL_FORGET_PREFERENCES), [platform, user_id])
+            await conn.execute(pg(SQL_FORGET_TRACKS), [platform, user_id])
             if platform == "telegram":  # the webhook inbox holds their messages for a day
                 await conn.execute("DELETE FROM telegram_inbox WHERE user_id = %s", [user_id])
         log.info("Forgot %d moods of %s:%s", deleted.rowcount, platform, user_id)
@@ -352,6 +394,7 @@ class PostgresHistory:
                 log.info("Retention: another replica is purging; skipped this round")
                 return 0
             deleted = await conn.execute(pg(SQL_DELETE_OLDER), [cutoff_text])
+            await conn.execute(pg(SQL_DELETE_OLDER_TRACKS), [cutoff_text])
         log.info("Deleted %d moods older than %s", deleted.rowcount, cutoff)
         return deleted.rowcount
 

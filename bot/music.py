@@ -1,4 +1,10 @@
-"""Music for a mood: emotion -> keywords -> Spotify search, or Spotify search links."""
+"""Music for a mood: real tracks from the shipped catalogue, chosen by how they sound.
+
+emotion -> a place in valence x energy (bot/moodspace.py), moved by the mode -> the nearest
+catalogue tracks (bot/picker.py). That answer needs no network and no account. With Spotify
+credentials a playlist found by searching for mood words is added when Spotify answers within
+the deadline; a Spotify failure never costs the catalogue answer.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import requests
 import spotipy
@@ -18,6 +25,9 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyClientCredentials
 
+from bot.catalogue import DEFAULT_PATH, TRACK_URL, Catalogue, Track
+from bot.moodspace import Target, nearest_mood, target_for
+from bot.picker import DEFAULT_COUNT, MAX_COUNT, Pick, Picker
 from bot.redact import redact_authorization
 from ml.labels import EMOTIONS, MODES, emotion_for
 
@@ -25,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 # --- Emotions and keywords -------------------------------------------------------------------
 
+# Only the Spotify extra uses these words: a playlist search for mood words is what the API can
+# still do for an app (2026), and playlists named for a mood are made by people who listened.
+# Tracks are never searched by these words any more (that found titles, not sounds).
 # The first six rows are the seed's table ("exiting" fixed to "exciting"); "calm" is a music
 # mood only (used by the calm mode), never a detected emotion.
 KEYWORDS: dict[str, tuple[str, ...]] = {
@@ -87,53 +100,28 @@ def normalize_emotion(name: str) -> str:
     return emotion
 
 
-# --- Modes -----------------------------------------------------------------------------------
+# --- Spotify playlist words ------------------------------------------------------------------
 
-
-# match: music for the mood you are in.
-# lift: negative moods get uplifting (happy) music; happy and surprise already feel bright and
-#   stay; neutral gets a push towards happy.
-# calm: every mood gets calm music; for sad and hurt that means gentle songs rather than more
-#   sadness, for the aroused moods (angry, anxious, fear, surprise, happy) it settles them.
+# The mood whose words name the playlist: lift looks for happy playlists (surprise and happy
+# stay), calm for calm ones.
 _MODE_MOODS: dict[str, dict[str, str]] = {
     "match": {name: name for name in EMOTIONS},
-    "lift": {
-        "happy": "happy",
-        "sad": "happy",
-        "angry": "happy",
-        "anxious": "happy",
-        "hurt": "happy",
-        "neutral": "happy",
-        "fear": "happy",
-        "disgust": "happy",
-        "surprise": "surprise",
-        "embarrassed": "happy",
-    },
+    "lift": {name: "surprise" if name == "surprise" else "happy" for name in EMOTIONS},
     "calm": dict.fromkeys(EMOTIONS, "calm"),
 }
 
 
 def music_mood(emotion: str, mode: str) -> str:
-    """Return the mood the music should be for, given the user's emotion and a mode."""
+    """The mood whose words the Spotify playlist search uses, for an emotion and a mode."""
     if mode not in _MODE_MOODS:
         raise ValueError(f"Unknown music mode: {mode!r} (known: {', '.join(MODES)})")
     return _MODE_MOODS[mode][normalize_emotion(emotion)]
 
 
-def choose_keywords(mood: str, rng: random.Random) -> tuple[str, ...]:
-    """Pick half of a mood's keywords at random, kept in table order."""
+def playlist_query(mood: str, genre: str | None, rng: random.Random) -> str:
+    """The mood's own name and one more of its words, after the genre: 'k-pop sad gloomy'."""
     words = KEYWORDS[mood]
-    chosen = set(rng.sample(words, k=len(words) // 2))
-    return tuple(word for word in words if word in chosen)
-
-
-def _clean_genre(genre: str | None) -> str | None:
-    return (genre or "").strip() or None
-
-
-def build_query(keywords: Iterable[str], genre: str | None = None) -> str:
-    """Join an optional genre and keywords into one search query."""
-    return " ".join([genre, *keywords] if genre else keywords)
+    return " ".join([*([genre] if genre else []), words[0], rng.choice(words[1:])])
 
 
 # --- Data model ------------------------------------------------------------------------------
@@ -141,48 +129,67 @@ def build_query(keywords: Iterable[str], genre: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One link to listen to."""
+    """One link to listen to: a catalogue track, or a Spotify playlist."""
 
     title: str
     url: str
-    kind: str  # "track" | "playlist" | "search"
+    kind: str  # "track" | "playlist"
+    artists: tuple[str, ...] = ()
+    genre: str | None = None
+    valence: float | None = None
+    energy: float | None = None
+
+    @property
+    def label(self) -> str:
+        """What a button or a list shows: 'Title — Artist, Artist'."""
+        return f"{self.title} — {', '.join(self.artists)}" if self.artists else self.title
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON of `moodbot music --json` and of `analyze --json`'s recommendations."""
+        return {
+            "title": self.title,
+            "artists": list(self.artists),
+            "url": self.url,
+            "kind": self.kind,
+            "genre": self.genre,
+            "valence": self.valence,
+            "energy": self.energy,
+        }
+
+
+def track_recommendation(track: Track, genre: str | None = None) -> Recommendation:
+    """A catalogue track as a link; `genre` is the one asked for, else all of the track's."""
+    return Recommendation(
+        title=track.title,
+        url=track.url,
+        kind="track",
+        artists=track.artists,
+        genre=genre or ", ".join(track.genres),
+        valence=track.valence,
+        energy=track.energy,
+    )
 
 
 @dataclass(frozen=True)
 class MusicSuggestion:
     """What we suggest for one emotion, and how we got there."""
 
-    emotion: str
-    music_mood: str
+    emotion: str  # the mood read (for a group: the leading one)
     mode: str
-    keywords: tuple[str, ...]
+    target: Target
+    sound: str  # the mood whose place describes the target (the emotion itself in match mode)
     genre: str | None
+    widened: bool  # the genre (or the catalogue) had too few tracks inside the target's region
     recommendations: tuple[Recommendation, ...]
-    source: str  # "spotify" | "search-links"
-    fallback_reason: str | None  # None when Spotify answered
+    source: str  # "catalogue" | "catalogue+spotify"
+    fallback_reason: str | None  # why Spotify added nothing (None when it did)
 
-
-SEARCH_URL = "https://open.spotify.com/search/"
-_OPEN_SPOTIFY = "https://open.spotify.com/"
-
-
-def search_link(query: str) -> Recommendation:
-    """Return an open.spotify.com search link; it works without any account."""
-    return Recommendation(f"Spotify search: {query}", SEARCH_URL + quote(query, safe=""), "search")
-
-
-def search_links(keywords: tuple[str, ...], genre: str | None = None) -> tuple[Recommendation, ...]:
-    """Return a link for all keywords, then one for each of the first two keyword pairs."""
-    queries = [build_query(keywords, genre)]
-    queries += [build_query(keywords[i : i + 2], genre) for i in range(0, min(len(keywords), 4), 2)]
-    return _dedupe(search_link(query) for query in queries)
-
-
-def _dedupe(recommendations: Iterable[Recommendation]) -> tuple[Recommendation, ...]:
-    by_url: dict[str, Recommendation] = {}
-    for rec in recommendations:
-        by_url.setdefault(rec.url, rec)
-    return tuple(by_url.values())
+    @property
+    def track_ids(self) -> tuple[str, ...]:
+        """The Spotify ids of the catalogue tracks suggested (remembered against repeats)."""
+        return tuple(
+            r.url.removeprefix(TRACK_URL) for r in self.recommendations if r.kind == "track"
+        )
 
 
 # --- Errors ----------------------------------------------------------------------------------
@@ -231,6 +238,8 @@ class BadResponse(MusicServiceError):
 
 
 # --- Spotify client --------------------------------------------------------------------------
+
+_OPEN_SPOTIFY = "https://open.spotify.com/"
 
 
 def _session_without_retries() -> requests.Session:
@@ -299,18 +308,6 @@ def _external_url(item: dict[str, Any]) -> str | None:
     return url if isinstance(url, str) and url.startswith(_OPEN_SPOTIFY) else None
 
 
-def _track(item: Any) -> Recommendation | None:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        return None
-    url = _external_url(item)
-    if url is None:
-        return None
-    artists = item.get("artists") if isinstance(item.get("artists"), list) else []
-    names = [a["name"] for a in artists if isinstance(a, dict) and isinstance(a.get("name"), str)]
-    title = f"{item['name']} — {', '.join(names)}" if names else item["name"]
-    return Recommendation(title, url, "track")
-
-
 def _playlist(item: Any) -> Recommendation | None:
     # Spotify returns null items in playlist results.
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -328,7 +325,7 @@ def _items(data: Any, kind: str) -> list[Any]:
 
 
 class SpotifySearch:
-    """A thin synchronous Spotify search client (client-credentials flow, no retries)."""
+    """A thin synchronous Spotify playlist search (client-credentials flow, no retries)."""
 
     def __init__(
         self,
@@ -364,10 +361,6 @@ class SpotifySearch:
             backoff_factor=0,
         )
         self._client.prefix = api_url if api_url.endswith("/") else api_url + "/"
-
-    def search_tracks(self, query: str, limit: int = 3) -> list[Recommendation]:
-        """Return up to `limit` (at most 10) tracks for a query."""
-        return [rec for rec in map(_track, self._search(query, "track", limit)) if rec]
 
     def search_playlists(self, query: str, limit: int = 3) -> list[Recommendation]:
         """Return up to `limit` (at most 10) playlists for a query."""
@@ -410,35 +403,45 @@ NO_RESULTS = "no results"
 # until the HTTP timeout ends it; on the loop's default executor (min(32, cores + 4) threads) a
 # slow Spotify would soon hold every thread and stall unrelated `to_thread` work (charts, file
 # reads, DNS lookups). Here it can only hold these; later calls wait for a free one, and the
-# deadline turns that wait into search links.
+# deadline turns that wait into "no playlist this time".
 SPOTIFY_THREADS = 4
 
 
+@cache
+def shipped_catalogue(path: Path = DEFAULT_PATH) -> Catalogue:
+    """The catalogue file, loaded once per process (CatalogueError when missing or damaged)."""
+    return Catalogue.load(path)
+
+
 class MusicRecommender:
-    """Suggest music for an emotion: Spotify when it answers in time, search links otherwise."""
+    """Catalogue tracks for an emotion, plus a Spotify playlist when Spotify answers in time."""
 
     def __init__(
         self,
         spotify: SpotifySearch | None,
         *,
+        catalogue: Catalogue | None = None,
         rng: random.Random | None = None,
         deadline_s: float = 2.0,
         max_retries: int = 2,
         max_backoff_s: float = 1.0,
-        tracks: int = 3,
+        count: int = DEFAULT_COUNT,
+        allow_explicit: bool = False,
     ) -> None:
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be positive, got {deadline_s!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
-        if not 1 <= tracks <= 10:
-            raise ValueError(f"tracks must be between 1 and 10, got {tracks!r}")
+        if not 1 <= count <= MAX_COUNT:
+            raise ValueError(f"count must be between 1 and {MAX_COUNT}, got {count!r}")
+        self.picker = Picker(catalogue or shipped_catalogue())
         self._spotify = spotify
         self._rng = rng or random.Random()
         self._deadline_s = deadline_s
         self._max_retries = max_retries
         self._max_backoff_s = max_backoff_s
-        self._tracks = tracks
+        self.count = count
+        self.allow_explicit = allow_explicit
         self._threads: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -452,31 +455,69 @@ class MusicRecommender:
             self._threads = ThreadPoolExecutor(SPOTIFY_THREADS, "moodbot-spotify")
         return self._threads
 
-    async def suggest(
-        self, emotion: str, *, mode: str = "match", genre: str | None = None
-    ) -> MusicSuggestion:
-        """Return music for an emotion; never raises for Spotify problems."""
+    def resolve_genre(self, name: str) -> str:
+        """The catalogue genre for a name or alias (UnknownGenre lists the closest ones)."""
+        return self.picker.resolve_genre(name)
+
+    def pick(
+        self,
+        emotion: str,
+        *,
+        mode: str = "match",
+        genre: str | None = None,
+        exclude_ids: Iterable[str] = (),
+        target: Target | None = None,
+        count: int | None = None,
+    ) -> Pick:
+        """The catalogue's tracks for an emotion (or an explicit target); no network."""
         emotion = normalize_emotion(emotion)
-        mood = music_mood(emotion, mode)
-        keywords = choose_keywords(mood, self._rng)
-        genre = _clean_genre(genre)
-        found, reason = await self._from_spotify(build_query(keywords, genre))
+        return self.picker.pick(
+            target or target_for(emotion, mode),
+            count=count or self.count,
+            genre=self.resolve_genre(genre) if genre else None,
+            allow_explicit=self.allow_explicit,
+            exclude_ids=exclude_ids,
+            rng=self._rng,
+        )
+
+    async def suggest(
+        self,
+        emotion: str,
+        *,
+        mode: str = "match",
+        genre: str | None = None,
+        exclude_ids: Iterable[str] = (),
+        target: Target | None = None,
+    ) -> MusicSuggestion:
+        """Tracks for an emotion, plus a playlist when Spotify answers; never raises for Spotify.
+
+        `target` replaces the emotion's own place (a group's blended one); `exclude_ids` are
+        tracks not to offer again. UnknownEmotion and UnknownGenre are the caller's to handle.
+        """
+        emotion = normalize_emotion(emotion)
+        if mode not in MODES:
+            raise ValueError(f"Unknown music mode: {mode!r} (known: {', '.join(MODES)})")
+        # ~1 ms of numpy: cheaper to run here than to hand to a thread.
+        picked = self.pick(emotion, mode=mode, genre=genre, exclude_ids=exclude_ids, target=target)
+        tracks = tuple(track_recommendation(t, picked.genre) for t in picked.tracks)
+        query = playlist_query(music_mood(emotion, mode), picked.genre, self._rng)
+        playlist, reason = await self._from_spotify(query)
         if reason is not None:
             logger.log(
                 logging.DEBUG if reason == NOT_CONFIGURED else logging.WARNING,
-                "Music for %s falls back to search links: %s",
-                mood,
+                "No Spotify playlist for %s: %s",
+                emotion,
                 reason,
             )
-            found = search_links(keywords, genre)
         return MusicSuggestion(
             emotion=emotion,
-            music_mood=mood,
             mode=mode,
-            keywords=keywords,
-            genre=genre,
-            recommendations=found,
-            source="search-links" if reason else "spotify",
+            target=picked.target,
+            sound=emotion if target is None and mode == "match" else nearest_mood(picked.target),
+            genre=picked.genre,
+            widened=picked.widened,
+            recommendations=tracks + playlist,
+            source="catalogue" if reason else "catalogue+spotify",
             fallback_reason=reason,
         )
 
@@ -486,7 +527,8 @@ class MusicRecommender:
         deadline = asyncio.get_running_loop().time() + self._deadline_s
         try:
             async with asyncio.timeout_at(deadline):
-                found = await self._search(self._spotify, query, deadline)
+                # A few playlists, because Spotify pads playlist results with nulls.
+                found = await self._call(self._spotify.search_playlists, query, 5, deadline)
         except TimeoutError:
             return (), TIMEOUT
         except MusicServiceError as exc:
@@ -495,19 +537,7 @@ class MusicRecommender:
             # A bug or an unforeseen spotipy failure must still leave the user with music.
             logger.exception("Unexpected failure while searching Spotify")
             return (), "unexpected error"
-        return (found, None) if found else ((), NO_RESULTS)
-
-    async def _search(
-        self, spotify: SpotifySearch, query: str, deadline: float
-    ) -> tuple[Recommendation, ...]:
-        tracks = await self._call(spotify.search_tracks, query, self._tracks, deadline)
-        try:
-            # A few playlists, because Spotify pads playlist results with nulls.
-            playlists = await self._call(spotify.search_playlists, query, 5, deadline)
-        except MusicServiceError as exc:
-            logger.info("Playlist search failed, keeping tracks only: %s", exc.reason)
-            playlists = []
-        return _dedupe([*tracks, *playlists[:1]])
+        return (tuple(found[:1]), None) if found else ((), NO_RESULTS)
 
     async def _call(
         self,

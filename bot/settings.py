@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import re
 from typing import Literal
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.catalogue import DEFAULT_PATH as DEFAULT_CATALOGUE
+from bot.history import MAX_REMEMBERED_TRACKS
+from bot.picker import DEFAULT_COUNT, MAX_COUNT
 from ml.decode import DecodeLimits
 from ml.engine import EngineConfig
 from ml.models import DEFAULT_MODEL
@@ -55,6 +59,12 @@ class Settings(BaseSettings):
     spotify_market: str | None = Field(None, alias="SPOTIFY_MARKET")
     # 2 s leaves room for the rest of the reply inside the 3 s we promise when Spotify is slow.
     music_deadline_s: float = Field(2.0, gt=0, le=30, alias="MOODBOT_MUSIC_DEADLINE_S")
+
+    catalogue_path: Path = Field(DEFAULT_CATALOGUE, alias="MOODBOT_CATALOGUE")
+    allow_explicit: bool = Field(False, alias="MOODBOT_ALLOW_EXPLICIT")
+    music_count: int = Field(DEFAULT_COUNT, ge=1, le=MAX_COUNT, alias="MOODBOT_MUSIC_COUNT")
+    # A person is not offered a track again until this many others came after it (0: off).
+    music_memory: int = Field(50, ge=0, le=MAX_REMEMBERED_TRACKS, alias="MOODBOT_MUSIC_MEMORY")
 
     # A SQLite file (the default), or a postgresql:// URL for several replicas (docs/DEPLOY.md).
     # repr=False: a URL may hold a password.

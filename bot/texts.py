@@ -4,6 +4,36 @@ from __future__ import annotations
 
 from ml.labels import MOOD_KOREAN_NAMES
 
+# How the songs of each mood's place sound (bot/moodspace.py has the numbers and the reasons).
+SOUNDS: dict[str, dict[str, str]] = {
+    "en": {
+        "happy": "bright, upbeat",
+        "surprise": "lively, eventful",
+        "angry": "loud, driving",
+        "fear": "tense, dark",
+        "anxious": "restless, uneasy",
+        "disgust": "sour, brooding",
+        "sad": "gentle, slow",
+        "hurt": "tender, aching",
+        "embarrassed": "light, easy-going",
+        "neutral": "even, unhurried",
+        "calm": "soft, relaxed",
+    },
+    "ko": {
+        "happy": "밝고 신나는",
+        "surprise": "생기 있고 들뜬",
+        "angry": "강렬하고 힘찬",
+        "fear": "긴장감 있고 어두운",
+        "anxious": "들썩이고 불안한",
+        "disgust": "씁쓸하고 음울한",
+        "sad": "잔잔하고 느린",
+        "hurt": "여리고 아릿한",
+        "embarrassed": "가볍고 편안한",
+        "neutral": "무난하고 느긋한",
+        "calm": "부드럽고 차분한",
+    },
+}
+
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "help": (
@@ -12,7 +42,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "/group — one playlist for this chat, from its members' recent moods "
             "(or send a group photo with /group)\n"
             "/mode match|lift|calm — music that matches your mood, lifts it, or calms it\n"
-            "/genre <words> — a genre or language to add to searches (/genre off to clear)\n"
+            "/genre <name> — only songs of one genre: k-pop, j-pop, acoustic, hip hop… "
+            "(/genre off to clear)\n"
             "/fix <mood> — not quite? correct the mood of your last selfie\n"
             "/forget — delete everything I stored about you\n"
             "I keep only the emotion, its confidence and the time, never your photo."
@@ -21,11 +52,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unsure": "I'm not sure: maybe {first} ({p1}) or {second} ({p2}).",
         "many_faces": "I see {count} faces: {faces}.",
         "face_item": "{emotion} {emoji} {confidence}",
-        "why_match": "🎵 For a {mood} mood, searched with “{words}”.",
-        "why_changed": "🎵 You look {emotion}; in {mode} mode I picked {mood} music, searched "
-        "with “{words}”.",
-        "why_links": " Spotify is not reachable right now, so here are search links.",
-        "why_links_unconfigured": " (Spotify search links.)",
+        "why_match": "🎵 {emotion} → {sound} {genre}songs: valence {valence}, energy {energy}.",
+        "why_lift": "🎵 {emotion}, lifted a step → {sound} {genre}songs: valence {valence}, "
+        "energy {energy}.",
+        "why_calm": "🎵 {emotion}, calmed a step → {sound} {genre}songs: valence {valence}, "
+        "energy {energy}.",
+        "why_group": "🎵 Your moods blended → {sound} {genre}songs: valence {valence}, "
+        "energy {energy}.",
+        "why_widened": " Few {genre}songs sound just like that, so some are a little further off.",
         "no_face": "Sorry, I can't recognize a face in this photo. Try a brighter, "
         "front-facing selfie.",
         "unreadable": "I couldn't read that file as a photo. Please send a JPEG, PNG, WebP, "
@@ -49,9 +83,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "forgotten": "Done: I deleted {count} mood records of yours. Nothing about you is left.",
         "mode_set": "Music mode set to {mode}.",
         "mode_bad": "Mode must be one of: match, lift, calm.",
-        "genre_set": "I'll add “{genre}” to your music searches.",
-        "genre_cleared": "No genre any more: searches use only the mood words.",
+        "genre_set": "From now on I'll pick {genre} songs.",
+        "genre_cleared": "No genre any more: songs from every genre.",
         "genre_bad": "Please give a genre of at most 40 characters, like /genre k-pop.",
+        "genre_unknown": "I don't know the genre “{genre}”. Closest: {closest}.",
+        "genre_unknown_no_hint": "I don't know the genre “{genre}”. Try k-pop, j-pop, pop, rock, "
+        "hip-hop, jazz, acoustic or classical.",
         "unknown_command": "I don't know that command. /help lists what I can do.",
         "not_a_file": "I couldn't open {path}: {reason}",
         # --- chat bots (Telegram, Discord) ---
@@ -64,7 +101,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "/groupmix — one playlist for this chat, from its members' recent moods (reply it "
             "to a group photo for everyone in the photo)\n"
             "/mode match|lift|calm — music that matches your mood, lifts it, or calms it\n"
-            "/genre <words> — a genre or language to add to searches (/genre off to clear)\n"
+            "/genre <name> — only songs of one genre: k-pop, j-pop, acoustic, hip hop… "
+            "(/genre off to clear)\n"
             "/forget — delete everything I stored about you\n"
             "/privacy — what I store\n"
             "I keep only the emotion, its confidence and the time, never your photo."
@@ -77,7 +115,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "/groupmix — one playlist for this channel, from its members' recent moods (add an "
             "image for everyone in a group photo)\n"
             "/mode — music that matches your mood, lifts it, or calms it\n"
-            "/genre — a genre or language to add to searches (off to clear)\n"
+            "/genre — only songs of one genre: k-pop, j-pop, acoustic… (off to clear)\n"
             "/forget — delete everything I stored about you\n"
             "/privacy — what I store\n"
             "I keep only the emotion, its confidence and the time, never your photo."
@@ -87,7 +125,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "For each selfie I analyse I store: the emotion I read, how sure I was, how many "
             "faces there were, the chat, your user id and the time. Your photo is analysed in "
             "memory and dropped right away; it never touches a disk. I also keep your /mode and "
-            "/genre if you set them. When you correct a mood with the buttons, I store your "
+            "/genre if you set them, and which songs I suggested to you (so that you don't get "
+            "the same ones again). When you correct a mood with the buttons, I store your "
             "choice in its place together with the emotion I had read, to learn where I am wrong. "
             "Group mixes use members' moods from the last {hours} hours. "
             "{kept} /forget deletes all of it, in every chat, at once."
@@ -136,7 +175,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "/group — 이 채팅방 멤버들의 최근 감정으로 고른 플레이리스트 "
             "(단체 사진과 함께 /group도 가능)\n"
             "/mode match|lift|calm — 감정에 맞추기, 기분 끌어올리기, 진정시키기\n"
-            "/genre <단어> — 검색에 더할 장르나 언어 (/genre off로 해제)\n"
+            "/genre <이름> — 한 장르의 노래만: k-pop, j-pop, acoustic, 힙합… (/genre off로 해제)\n"
             "/fix <감정> — 아닌가요? 마지막 셀카의 감정 고치기\n"
             "/forget — 저장된 내 기록 모두 삭제\n"
             "사진은 저장하지 않고 감정, 확신도, 시간만 기록해요."
@@ -145,11 +184,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unsure": "잘 모르겠어요: {first} ({p1}) 또는 {second} ({p2}) 같아요.",
         "many_faces": "얼굴 {count}개를 찾았어요: {faces}.",
         "face_item": "{emotion} {emoji} {confidence}",
-        "why_match": "🎵 {mood} 기분에 맞춰 “{words}”(으)로 검색했어요.",
-        "why_changed": "🎵 {emotion} 표정이라 {mode} 모드로 {mood} 음악을 “{words}”(으)로 "
-        "검색했어요.",
-        "why_links": " 지금 Spotify에 연결할 수 없어 검색 링크를 드려요.",
-        "why_links_unconfigured": " (Spotify 검색 링크)",
+        "why_match": "🎵 {emotion} → {sound} {genre}노래: 밝기(valence) {valence}, "
+        "에너지(energy) {energy}.",
+        "why_lift": "🎵 {emotion}, 한 걸음 밝게 → {sound} {genre}노래: 밝기(valence) {valence}, "
+        "에너지(energy) {energy}.",
+        "why_calm": "🎵 {emotion}, 한 걸음 차분하게 → {sound} {genre}노래: 밝기(valence) "
+        "{valence}, 에너지(energy) {energy}.",
+        "why_group": "🎵 모두의 감정을 섞어서 → {sound} {genre}노래: 밝기(valence) {valence}, "
+        "에너지(energy) {energy}.",
+        "why_widened": " 딱 맞는 {genre}노래가 적어서 조금 넓게 찾았어요.",
         "no_face": "죄송해요, 사진에서 얼굴을 찾지 못했어요. 밝은 곳에서 정면 셀카로 다시 "
         "보내 주세요.",
         "unreadable": "이 파일은 사진으로 읽을 수 없어요. JPEG, PNG, WebP, GIF, BMP 이미지를 "
@@ -173,9 +216,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "forgotten": "삭제했어요: 감정 기록 {count}개를 지웠고, 남은 정보는 없어요.",
         "mode_set": "음악 모드를 {mode}(으)로 바꿨어요.",
         "mode_bad": "모드는 match, lift, calm 중 하나예요.",
-        "genre_set": "음악 검색에 “{genre}”을(를) 더할게요.",
-        "genre_cleared": "장르를 해제했어요. 감정 단어로만 검색해요.",
+        "genre_set": "이제부터 {genre} 노래로 골라 드릴게요.",
+        "genre_cleared": "장르를 해제했어요. 모든 장르에서 골라요.",
         "genre_bad": "장르는 40자 이내로 적어 주세요. 예: /genre k-pop",
+        "genre_unknown": "“{genre}” 장르는 몰라요. 비슷한 장르: {closest}.",
+        "genre_unknown_no_hint": "“{genre}” 장르는 몰라요. k-pop, j-pop, pop, rock, hip-hop, "
+        "jazz, acoustic, classical 같은 장르를 써 보세요.",
         "unknown_command": "모르는 명령이에요. /help 로 할 수 있는 일을 보세요.",
         "not_a_file": "{path} 파일을 열 수 없어요: {reason}",
         # --- chat bots (Telegram, Discord) ---
@@ -187,7 +233,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "/groupmix — 이 채팅방 멤버들의 최근 감정으로 고른 플레이리스트 (단체 사진에 "
             "답장하면 사진 속 모두를 위한 믹스)\n"
             "/mode match|lift|calm — 감정에 맞추기, 기분 끌어올리기, 진정시키기\n"
-            "/genre <단어> — 검색에 더할 장르나 언어 (/genre off로 해제)\n"
+            "/genre <이름> — 한 장르의 노래만: k-pop, j-pop, acoustic, 힙합… (/genre off로 해제)\n"
             "/forget — 저장된 내 기록 모두 삭제\n"
             "/privacy — 무엇을 저장하는지\n"
             "사진은 저장하지 않고 감정, 확신도, 시간만 기록해요."
@@ -200,7 +246,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "/groupmix — 이 채널 멤버들의 최근 감정으로 고른 플레이리스트 (이미지를 붙이면 "
             "단체 사진 속 모두를 위한 믹스)\n"
             "/mode — 감정에 맞추기, 기분 끌어올리기, 진정시키기\n"
-            "/genre — 검색에 더할 장르나 언어 (off로 해제)\n"
+            "/genre — 한 장르의 노래만: k-pop, j-pop, acoustic… (off로 해제)\n"
             "/forget — 저장된 내 기록 모두 삭제\n"
             "/privacy — 무엇을 저장하는지\n"
             "사진은 저장하지 않고 감정, 확신도, 시간만 기록해요."
@@ -209,10 +255,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "privacy": (
             "셀카를 분석할 때마다 읽은 감정, 확신도, 얼굴 수, 채팅방, 사용자 ID, 시간을 "
             "저장해요. 사진은 메모리에서 분석한 뒤 바로 버리고 디스크에 저장하지 않아요. "
-            "/mode와 /genre를 설정했다면 그 설정도 저장해요. 버튼으로 감정을 고치면, 제가 틀린 "
-            "곳을 알 수 있도록 고친 감정을 제가 읽은 감정과 함께 저장해요. 그룹 믹스는 최근 "
-            "{hours}시간 동안의 멤버 감정을 사용해요. {kept} /forget 하면 모든 채팅방의 기록이 "
-            "한 번에 지워져요."
+            "/mode와 /genre를 설정했다면 그 설정도, 같은 노래를 또 추천하지 않도록 추천한 노래도 "
+            "저장해요. 버튼으로 감정을 고치면, 제가 틀린 곳을 알 수 있도록 고친 감정을 제가 읽은 "
+            "감정과 함께 저장해요. 그룹 믹스는 최근 {hours}시간 동안의 멤버 감정을 사용해요. "
+            "{kept} /forget 하면 모든 채팅방의 기록이 한 번에 지워져요."
         ),
         "kept_days": "{days}일이 지난 감정 기록은 자동으로 지워져요.",
         "kept": "감정 기록은 직접 지우기 전까지 보관해요.",
@@ -260,7 +306,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "history": "Your recent moods, with a chart",
         "groupmix": "One playlist for this chat, from its members' moods",
         "mode": "Music that matches your mood, lifts it, or calms it",
-        "genre": "A genre or language to add to music searches",
+        "genre": "Only songs of one genre (k-pop, j-pop, acoustic...)",
         "forget": "Delete everything I stored about you",
         "privacy": "What I store, and for how long",
         "help": "What I can do",
@@ -270,7 +316,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "history": "최근 감정 기록과 차트",
         "groupmix": "멤버들의 감정으로 고른 이 채팅방의 플레이리스트",
         "mode": "감정에 맞추기, 끌어올리기, 진정시키기",
-        "genre": "음악 검색에 더할 장르나 언어",
+        "genre": "한 장르의 노래만 (k-pop, j-pop, acoustic...)",
         "forget": "저장된 내 기록 모두 삭제",
         "privacy": "무엇을 얼마나 저장하는지",
         "help": "할 수 있는 일",
@@ -287,6 +333,11 @@ def say(lang: str, key: str, **values: object) -> str:
     """The message `key` in `lang` (English when missing), filled with `values`."""
     template = MESSAGES.get(lang, MESSAGES["en"]).get(key) or MESSAGES["en"][key]
     return template.format(**values)
+
+
+def sound_name(lang: str, mood: str) -> str:
+    """How the songs for a mood's place sound: 'gentle, slow'."""
+    return SOUNDS.get(lang, SOUNDS["en"]).get(mood) or SOUNDS["en"].get(mood, mood)
 
 
 def emotion_name(lang: str, emotion: str) -> str:

@@ -13,6 +13,7 @@ from bot.bench import (
     chat_photo,
     cold_start_s,
     face_photos,
+    music_bench,
     percentiles,
     run_bench,
     summary,
@@ -49,6 +50,15 @@ def test_smoke_run_reports_every_key_and_finds_the_faces(engine: EmotionEngine) 
     # Sizes the smoke plan skips are reported as not measured, never as met.
     assert result["targets"]["4000x3000 p50 ms"]["met"] is None
     assert "640x480" in summary(result)
+    assert result["music"]["recommend_ms"]["n"] == SMOKE.music_repeats
+    assert "music: recommendation p50" in summary(result)
+
+
+def test_music_bench_measures_the_shipped_catalogue() -> None:
+    music = music_bench(20)
+    assert music["recommend_ms"]["n"] == 20 and music["recommend_ms"]["p50"] > 0
+    assert music["catalogue_tracks"] > 85_000
+    assert 0 < music["catalogue_load_s"] < 60 and 0 < music["catalogue_rss_mb"] < 1000
 
 
 def test_target_checks_compare_in_the_right_direction() -> None:

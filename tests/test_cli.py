@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 MOODBOT = str(Path(sys.executable).with_name("moodbot"))
+TRACK_URL = "https://open.spotify.com/track/"
 
 
 def moodbot(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
@@ -85,8 +86,13 @@ def test_json_describes_a_face(analyzed) -> None:
     assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
     assert face["emotion"] == "happy" and face["confidence"] == smile["confidence"]
     assert abs(sum(face["scores"].values()) - 1) < 1e-3
-    kinds = {r["kind"] for r in smile["recommendations"]}
-    assert kinds == {"search"}  # no Spotify credentials: search links
+    # No Spotify credentials: five catalogue tracks, in the happy place.
+    tracks = smile["recommendations"]
+    assert len(tracks) == 5
+    for track in tracks:
+        assert set(track) == {"title", "artists", "url", "kind", "genre", "valence", "energy"}
+        assert track["kind"] == "track" and track["url"].startswith(TRACK_URL)
+        assert 0.7 <= track["valence"] <= 0.9 and 0.6 <= track["energy"] <= 0.8
 
 
 def test_json_group_photo_has_every_face(analyzed) -> None:
@@ -115,7 +121,7 @@ def test_exit_status_three_for_no_face_and_zero_for_faces(photos: Path) -> None:
     result = moodbot("analyze", "smile.jpg", cwd=photos)
     assert result.returncode == 0
     assert result.stdout.startswith("smile.jpg: happy ")
-    assert "https://open.spotify.com/search/" in result.stdout
+    assert TRACK_URL in result.stdout
 
 
 def test_too_large_file_is_refused_by_size(photos: Path) -> None:
@@ -144,7 +150,8 @@ def test_console_chat_through_a_pipe(photos: Path, tmp_path: Path) -> None:
     out = result.stdout
     assert result.returncode == 0, result.stderr
     assert "Send me a selfie" in out
-    assert "You look happy 😄" in out and "https://open.spotify.com/search/" in out
+    assert "You look happy 😄" in out and "🎵 happy → bright, upbeat songs: valence 0.7-0.9" in out
+    assert out.count(TRACK_URL) == 5 + 5  # the selfie and the group mix
     assert "can't recognize a face" in out
     assert "couldn't read that file" in out
     assert "Your last 1 moods:" in out
@@ -159,3 +166,53 @@ def test_console_forget_removes_the_history(photos: Path, tmp_path: Path) -> Non
     result = moodbot("run", cwd=photos, stdin="smile.jpg\n/forget\n/history\n", MOODBOT_DB=db)
     assert "Done: I deleted" in result.stdout
     assert result.stdout.rstrip().endswith("No moods yet. Send me a selfie!")
+
+
+# --- moodbot music ---------------------------------------------------------------------------
+
+
+def test_music_json_contract(tmp_path: Path) -> None:
+    result = moodbot("music", "슬픔", "--genre", "제이팝", "--count", "3", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    tracks = json.loads(result.stdout)
+    assert len(tracks) == 3
+    for track in tracks:
+        assert set(track) == {"title", "artists", "url", "kind", "genre", "valence", "energy"}
+        assert (track["kind"], track["genre"]) == ("track", "j-pop")
+        assert track["title"] and track["artists"] and all(track["artists"])
+        assert track["url"].startswith(TRACK_URL) and len(track["url"]) == len(TRACK_URL) + 22
+        assert 0.2 <= track["valence"] <= 0.4 and 0.2 <= track["energy"] <= 0.4
+    assert len({t["artists"][0] for t in tracks}) == 3
+
+
+def test_music_modes_move_the_numbers(tmp_path: Path) -> None:
+    def mean_of(mode: str, key: str) -> float:
+        result = moodbot("music", "angry", "--mode", mode, "--json", cwd=tmp_path)
+        tracks = json.loads(result.stdout)
+        return sum(t[key] for t in tracks) / len(tracks)
+
+    assert mean_of("lift", "valence") >= mean_of("match", "valence") + 0.2
+    assert mean_of("calm", "energy") <= mean_of("match", "energy") - 0.2
+
+
+def test_music_for_people_is_one_line_per_track(tmp_path: Path) -> None:
+    result = moodbot("music", "happy", cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and len(lines) == 5
+    assert all(" — " in line and TRACK_URL in line and "valence 0." in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sadd",), "moodbot: Unknown emotion: 'sadd' (known: happy, sad,"),
+        (("sad", "--genre", "kpopp"), "moodbot: No such genre in the catalogue: 'kpopp' (closest"),
+        (("sad", "--mode", "party"), "moodbot: Unknown music mode: 'party'"),
+        (("sad", "--count", "11"), "moodbot: count must be between 1 and 10, got 11"),
+    ],
+)
+def test_music_refuses_bad_input_in_one_line(tmp_path: Path, args, message) -> None:
+    result = moodbot("music", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert result.stdout == ""

@@ -10,6 +10,7 @@ import pytest
 
 from bot.core import MoodService, Sender, blend_moods
 from bot.history import AsyncHistory, HistoryStore, MoodEntry
+from bot.moodspace import Target
 from bot.music import MusicRecommender
 from ml.engine import EmotionEngine, EngineConfig
 
@@ -45,11 +46,13 @@ async def test_selfie_gets_emotion_music_and_one_history_row(
     reply = await service.analyze_selfie(ALICE, astronaut_jpeg)
     assert reply.ok and reply.error_code is None
     assert reply.text.startswith("You look happy 😄 (")
-    assert "For a happy mood, searched with" in reply.text
-    assert reply.links and all(
-        link.url.startswith("https://open.spotify.com/search/") for link in reply.links
+    assert "\n🎵 happy → bright, upbeat songs: valence 0.7-0.9, energy 0.6-0.8." in reply.text
+    assert len(reply.links) == 5 and all(
+        link.kind == "track" and link.url.startswith("https://open.spotify.com/track/")
+        for link in reply.links
     )
-    assert reply.music and reply.music.source == "search-links"
+    assert all(0.7 <= link.valence <= 0.9 and 0.6 <= link.energy <= 0.8 for link in reply.links)
+    assert reply.music and reply.music.source == "catalogue"
     rows = await history.recent("telegram", "alice")
     assert [(r.emotion, r.face_count, r.created_at) for r in rows] == [("happy", 1, NOW)]
 
@@ -57,6 +60,9 @@ async def test_selfie_gets_emotion_music_and_one_history_row(
 async def test_korean_user_gets_korean_reply(service: MoodService, astronaut_jpeg: bytes) -> None:
     reply = await service.analyze_selfie(MINJI, astronaut_jpeg)
     assert reply.text.startswith("기쁨 😄 표정이에요")
+    assert (
+        "🎵 기쁨 → 밝고 신나는 노래: 밝기(valence) 0.7-0.9, 에너지(energy) 0.6-0.8." in reply.text
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,7 +137,13 @@ async def test_group_mix_blends_members_latest_moods(
     await history.record(entry("elsewhere", "angry", 0.9, minutes_ago=5, chat="other"))
     reply = await service.group_mix(ALICE)
     assert reply.text.splitlines()[0] == "Group mix for 3 people: happy 😄 67%, sad 😢 33%."
-    assert reply.music and reply.music.music_mood == "happy"
+    # The places blended by confidence x recency: happy (0.8, 0.7) two thirds, sad (0.3, 0.3).
+    # Weights 0.9 x 0.98 + 0.7 x 0.96 for happy (10 and 20 min ago), 0.8 x 0.94 for sad.
+    assert reply.music and reply.music.target == Target(0.637, 0.569)
+    assert reply.text.splitlines()[1] == (
+        "🎵 Your moods blended → light, easy-going songs: valence 0.54-0.74, energy 0.47-0.67."
+    )
+    assert all(abs(link.valence - 0.637) <= 0.1 for link in reply.links)
 
 
 async def test_group_mix_without_recent_moods(service: MoodService) -> None:
@@ -162,13 +174,13 @@ async def test_mode_and_genre_shape_the_music(
     service: MoodService, history: AsyncHistory, astronaut_jpeg: bytes
 ) -> None:
     assert (await service.set_mode(ALICE, "calm")).text == "Music mode set to calm."
-    assert (
-        await service.set_genre(ALICE, "  k-pop ")
-    ).text == "I'll add “k-pop” to your music searches."
+    genre_set = await service.set_genre(ALICE, "  케이팝 ")
+    assert genre_set.text == "From now on I'll pick k-pop songs."
     reply = await service.analyze_selfie(ALICE, astronaut_jpeg)
-    assert reply.music and (reply.music.mode, reply.music.music_mood) == ("calm", "calm")
-    assert reply.music.genre == "k-pop"
-    assert "in calm mode I picked calm music" in reply.text
+    assert reply.music and (reply.music.mode, reply.music.genre) == ("calm", "k-pop")
+    why = "🎵 happy, calmed a step → soft, relaxed k-pop songs: valence 0.6-0.8, energy 0.3-0.5."
+    assert why in reply.text
+    assert all(link.genre == "k-pop" and link.energy <= 0.5 for link in reply.links)
     assert (await service.set_genre(ALICE, "off")).text.startswith("No genre any more")
     assert (await history.get_preferences("telegram", "alice")).genre is None
 
@@ -177,6 +189,64 @@ async def test_bad_preferences_are_refused(service: MoodService) -> None:
     assert (await service.set_mode(ALICE, "loud")).error_code == "bad_argument"
     assert (await service.set_genre(ALICE, "x" * 41)).error_code == "bad_argument"
     assert (await service.set_genre(ALICE, "   ")).error_code == "bad_argument"
+
+
+async def test_unknown_genre_gets_the_closest_known_ones(
+    service: MoodService, history: AsyncHistory
+) -> None:
+    reply = await service.set_genre(ALICE, "kpopp")
+    assert (reply.error_code, reply.text) == (
+        "bad_argument",
+        "I don't know the genre “kpopp”. Closest: k-pop, pop, j-pop.",
+    )
+    far = await service.set_genre(MINJI, "zzzqqq")
+    assert far.text.startswith("“zzzqqq” 장르는 몰라요. k-pop, j-pop")
+    assert (await history.get_preferences("telegram", "alice")).genre is None
+
+
+async def test_a_thin_genre_widens_and_says_so(service: MoodService, history: AsyncHistory) -> None:
+    await history.set_preferences("telegram", "alice", genre="classical")
+    music = await service.recommend(ALICE, "angry")
+    assert music.widened and music.genre == "classical"
+    assert service._why(ALICE, music).endswith(
+        " Few classical songs sound just like that, so some are a little further off."
+    )
+
+
+async def test_a_genre_saved_before_genres_were_checked_is_left_out(
+    service: MoodService, history: AsyncHistory
+) -> None:
+    await history.set_preferences("telegram", "alice", genre="lo-fi beats to study to")
+    music = await service.recommend(ALICE, "sad")
+    assert music.genre is None and len(music.track_ids) == 5
+
+
+async def test_nobody_gets_a_track_twice_within_their_memory(
+    engine: EmotionEngine, history: AsyncHistory
+) -> None:
+    service = MoodService(engine, MusicRecommender(None), history, music_memory=10)
+    first = await service.recommend(ALICE, "sad")
+    second = await service.recommend(ALICE, "sad")
+    third = await service.recommend(ALICE, "sad")
+    assert not set(first.track_ids) & set(second.track_ids)
+    # Ten remembered: the first five may come back once ten others came after them.
+    assert not set(second.track_ids) & set(third.track_ids)
+    assert await history.recent_track_ids("telegram", "alice", 10) == [
+        *reversed(third.track_ids),
+        *reversed(second.track_ids),
+    ]
+    # Bob has his own memory; an answer that is not remembered leaves none.
+    await service.recommend(BOB, "sad", remember=False)
+    assert await history.recent_track_ids("telegram", "bob", 10) == []
+
+
+async def test_forget_clears_the_recommendation_memory(
+    service: MoodService, history: AsyncHistory
+) -> None:
+    await service.recommend(ALICE, "happy")
+    assert len(await history.recent_track_ids("telegram", "alice", 50)) == 5
+    await service.forget(ALICE)
+    assert await history.recent_track_ids("telegram", "alice", 50) == []
 
 
 async def test_analysis_still_answers_when_history_is_read_only(

@@ -136,7 +136,8 @@ async def test_correction_replaces_the_stored_mood_and_picks_music_again(
     fixed = await service.correct(ALICE, reply.correction.ref, "sad")
     assert fixed.ok, fixed.text
     assert fixed.text.startswith("Got it: you feel sad 😢. I changed it in your history.")
-    assert "For a sad mood, searched with" in fixed.text
+    assert "\n🎵 sad → gentle, slow songs: valence 0.2-0.4, energy 0.2-0.4." in fixed.text
+    assert fixed.links and all(0.2 <= link.valence <= 0.4 for link in fixed.links)
     assert fixed.music and fixed.music.emotion == "sad" and fixed.links
     assert fixed.correction and fixed.correction.current == "sad"
     assert await moods(history) == [("sad", "happy")]  # the same row, never a second one
@@ -156,7 +157,10 @@ async def test_correction_follows_the_persons_mode_and_language(
     assert reply.correction
     fixed = await service.correct(MINJI, reply.correction.ref, "슬픔")  # Korean names work too
     assert fixed.text.startswith("알겠어요: 슬픔 😢 기분이군요.")
-    assert fixed.music and (fixed.music.emotion, fixed.music.music_mood) == ("sad", "happy")
+    # Lift mode: sad's place (0.30, 0.30) a step up in valence.
+    assert fixed.music and (fixed.music.emotion, fixed.music.mode) == ("sad", "lift")
+    assert (fixed.music.target.valence, fixed.music.target.energy) == (0.55, 0.39)
+    assert "🎵 슬픔, 한 걸음 밝게 → " in fixed.text
     assert await moods(history, "minji") == [("sad", "happy")]
     # /history in Korean: the corrected mood, and a chart labelled in Korean.
     shown = await service.show_history(MINJI)

@@ -213,8 +213,10 @@ async def test_image_with_a_mention_gets_an_embed_with_link_buttons(
     sent = dpytest.get_message()
     assert sent.embeds[0].description.startswith("You look happy 😄 (")
     (kwargs,) = replies
-    urls = [item.url for item in kwargs["view"].children if getattr(item, "url", None)]
-    assert urls and all(url.startswith("https://open.spotify.com/search/") for url in urls)
+    links = [item for item in kwargs["view"].children if getattr(item, "url", None)]
+    assert len(links) == 5
+    assert all(link.url.startswith("https://open.spotify.com/track/") for link in links)
+    assert all(" — " in link.label for link in links)  # "Title — Artist"
     fix_buttons = [item for item in kwargs["view"].children if isinstance(item, FixButton)]
     assert fix_buttons and all(b.owner == member(0).id for b in fix_buttons)  # "Not quite?"
     assert kwargs["mention_author"] is False
@@ -464,7 +466,7 @@ async def test_not_quite_buttons_correct_the_mood_for_the_owner_only(
     (edited,) = pressing.response.sent
     chosen = buttons[0].emotion
     assert edited.kwargs["edit"] and edited.text.startswith(f"Got it: you feel {chosen} ")
-    assert f"For a {chosen} mood" in edited.text
+    assert f"\n🎵 {chosen} → " in edited.text
     assert await rows(history, member(0)) == [(str(channel().id), chosen)]
 
     # "Something else": the menu of every mood, rebuilt from its custom_id as after a restart.
@@ -504,7 +506,7 @@ async def test_not_quite_buttons_are_registered_to_survive_restarts(bot: MoodBot
 async def test_preferences_and_texts_answer_only_the_asker(bot: MoodBot) -> None:
     for name, options, answer in [
         ("mode", {"mode": "calm"}, "Music mode set to calm."),
-        ("genre", {"words": "k-pop"}, "I'll add “k-pop” to your music searches."),
+        ("genre", {"words": "k-pop"}, "From now on I'll pick k-pop songs."),
         ("help", {}, "Send me a selfie"),
         ("privacy", {}, "For each selfie I analyse I store"),
     ]:

@@ -78,6 +78,7 @@ def test_migrations_apply_to_a_fresh_file_and_not_again(path: Path) -> None:
         (2, "moodbot", "m002_create_preferences"),
         (3, "moodbot", "m003_mood_corrections"),
         (4, "moodbot", "m004_mood_request_ids"),
+        (5, "moodbot", "m005_create_recommended_tracks"),
     ]
     HistoryStore(path).close()
     HistoryStore(path).close()
@@ -121,7 +122,7 @@ def test_schema_columns(store: HistoryStore, path: Path) -> None:
 
 def test_schema_has_no_place_for_images(store: HistoryStore, path: Path) -> None:
     tables = [name for (name,) in raw(path, "SELECT name FROM sqlite_master WHERE type='table'")]
-    assert sorted(tables) == ["_sqlite_migrations", "moods", "preferences"]
+    assert sorted(tables) == ["_sqlite_migrations", "moods", "preferences", "recommended_tracks"]
     columns = [
         (table, name, kind)
         for table in tables
@@ -405,6 +406,8 @@ def test_forget_user_everywhere_on_that_platform_only(store: HistoryStore, path:
     store.record(mood("fear", user_id="ann", platform="discord"))
     store.set_preferences("telegram", "ann", mode="lift", genre="jazz")
     store.set_preferences("discord", "ann", mode="calm")
+    store.remember_tracks("telegram", "ann", ["track-a", "track-b"], T0)
+    store.remember_tracks("discord", "ann", ["track-c"], T0)
 
     assert store.forget_user("telegram", "ann") == 2
 
@@ -416,19 +419,52 @@ def test_forget_user_everywhere_on_that_platform_only(store: HistoryStore, path:
         ("discord", "ann", "calm", None)
     ]
     assert store.get_preferences("telegram", "ann") == Preferences()
+    assert raw(path, "SELECT platform, user_id, track_id FROM recommended_tracks") == [
+        ("discord", "ann", "track-c")
+    ]
     assert store.forget_user("telegram", "ann") == 0
 
 
 def test_delete_older_than(store: HistoryStore) -> None:
     for minutes in (-120, -61, -60, 0, 30):
         store.record(mood(minutes=minutes))
+        store.remember_tracks("telegram", "u1", [f"t{minutes}"], T0 + timedelta(minutes=minutes))
     assert store.delete_older_than(T0 - timedelta(minutes=60)) == 2
+    assert store.recent_track_ids("telegram", "u1", 10) == ["t30", "t0", "t-60"]
     remaining = [e.created_at for e in store.recent("telegram", "u1")]
     assert remaining == [
         T0 + timedelta(minutes=30),
         T0,
         T0 - timedelta(minutes=60),
     ]
+
+
+# --- the tracks offered, against repeats ---------------------------------------------------------
+
+
+def test_track_memory_keeps_only_the_latest_per_user(
+    store: HistoryStore, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.history.MAX_REMEMBERED_TRACKS", 3)
+    store.remember_tracks("telegram", "u2", ["other"], T0)
+    for minute in range(5):
+        store.remember_tracks("telegram", "u1", [f"t{minute}"], T0 + timedelta(minutes=minute))
+
+    assert raw(path, "SELECT track_id FROM recommended_tracks ORDER BY id") == [
+        ("other",),
+        ("t2",),
+        ("t3",),
+        ("t4",),
+    ]
+
+
+def test_remember_tracks_checks_its_input(store: HistoryStore) -> None:
+    with pytest.raises(ValueError, match="platform"):
+        store.remember_tracks("myspace", "u1", ["a"], T0)
+    with pytest.raises(ValueError, match="track_id"):
+        store.remember_tracks("telegram", "u1", [""], T0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.remember_tracks("telegram", "u1", ["a"], datetime(2026, 1, 1))
 
 
 # --- preferences ---------------------------------------------------------------------------------
@@ -547,6 +583,7 @@ def test_many_threads_open_a_fresh_file_together(path: Path) -> None:
         ("m002_create_preferences",),
         ("m003_mood_corrections",),
         ("m004_mood_request_ids",),
+        ("m005_create_recommended_tracks",),
     ]
 
 
@@ -678,7 +715,7 @@ def test_read_only_needs_an_existing_up_to_date_file(tmp_path: Path) -> None:
         HistoryStore(empty, read_only=True)
     assert caught.value.reason == (
         "schema is out of date (pending: m001_create_moods, m002_create_preferences,"
-        " m003_mood_corrections, m004_mood_request_ids)"
+        " m003_mood_corrections, m004_mood_request_ids, m005_create_recommended_tracks)"
     )
 
 

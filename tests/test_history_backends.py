@@ -272,3 +272,39 @@ def test_both_backends_have_every_method_of_the_interface() -> None:
     for backend in (AsyncHistory, PostgresHistory):
         missing = sorted(name for name in members if not hasattr(backend, name))
         assert missing == [], f"{backend.__name__} lacks {missing}"
+
+
+# --- the tracks offered, against repeats -----------------------------------------------------
+
+
+async def test_recent_track_ids_are_the_latest_n_of_that_user(history: History) -> None:
+    await history.remember_tracks("telegram", "u1", ["a", "b"], T0)
+    await history.remember_tracks("telegram", "u1", ["c"], T0 + timedelta(minutes=1))
+    await history.remember_tracks("telegram", "u2", ["x"], T0 + timedelta(minutes=2))
+    await history.remember_tracks("discord", "u1", ["y"], T0 + timedelta(minutes=2))
+
+    assert await history.recent_track_ids("telegram", "u1", 10) == ["c", "b", "a"]
+    assert await history.recent_track_ids("telegram", "u1", 2) == ["c", "b"]
+    assert await history.recent_track_ids("telegram", "u1", 0) == []
+    assert await history.recent_track_ids("telegram", "nobody", 5) == []
+
+
+async def test_forget_and_retention_delete_the_track_memory(history: History) -> None:
+    await history.remember_tracks("telegram", "u1", ["old"], T0 - timedelta(days=2))
+    await history.remember_tracks("telegram", "u1", ["new"], T0)
+    await history.remember_tracks("telegram", "u2", ["kept"], T0)
+    await history.delete_older_than(T0 - timedelta(days=1))
+    assert await history.recent_track_ids("telegram", "u1", 10) == ["new"]
+    await history.forget_user("telegram", "u1")
+    assert await history.recent_track_ids("telegram", "u1", 10) == []
+    assert await history.recent_track_ids("telegram", "u2", 10) == ["kept"]
+
+
+async def test_remember_tracks_checks_its_input(history: History) -> None:
+    with pytest.raises(ValueError, match="platform"):
+        await history.remember_tracks("myspace", "u1", ["a"], T0)
+    with pytest.raises(ValueError, match="track_id"):
+        await history.remember_tracks("telegram", "u1", ["a", ""], T0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await history.remember_tracks("telegram", "u1", ["a"], datetime(2026, 1, 1))
+    assert await history.recent_track_ids("telegram", "u1", 10) == []

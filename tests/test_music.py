@@ -11,6 +11,8 @@ import time
 import pytest
 import requests
 
+from bot.app import build_music, open_service
+from bot.catalogue import TRACK_URL
 from bot.music import (
     EMOTIONS,
     KEYWORDS,
@@ -18,27 +20,23 @@ from bot.music import (
     BadResponse,
     MusicRecommender,
     MusicServiceError,
-    MusicSuggestion,
     RateLimited,
     Recommendation,
     ServiceRefused,
     ServiceUnavailable,
     SpotifySearch,
     UnknownEmotion,
-    choose_keywords,
     music_mood,
     normalize_emotion,
-    search_links,
+    playlist_query,
 )
+from bot.picker import UnknownGenre
 from bot.redact import REDACTED
+from bot.settings import load_settings
 from ml.labels import KOREAN_NAMES
-from tests.fakes.spotify import FakeSpotify, fake_spotify, playlist_item, track_item
+from tests.fakes.spotify import FakeSpotify, fake_spotify, playlist_item
 
 __all__ = ["fake_spotify"]  # the fixture, imported so pytest finds it
-
-# Random(3) picks these five of the ten "happy" keywords, in table order.
-HAPPY_3 = ("glad", "exciting", "pleased", "satisfied", "fulfilled")
-KPOP_HAPPY_3 = "k-pop glad exciting pleased satisfied fulfilled"
 
 
 def client(fake: FakeSpotify, secret: str | None = None, **kwargs: object) -> SpotifySearch:
@@ -105,6 +103,7 @@ def test_keywords_keep_the_seed_table_with_the_typo_fixed():
     assert KEYWORDS["neutral"][-1] == "unbiased"
     assert KEYWORDS["anxious"][:3] == ("anxious", "nervous", "uneasy")
     assert set(KEYWORDS) == {*EMOTIONS, "calm"}
+    assert KEYWORDS["embarrassed"][:3] == ("embarrassed", "awkward", "flustered")
     assert {mood: len(set(words)) for mood, words in KEYWORDS.items()} == dict.fromkeys(
         KEYWORDS, 10
     )
@@ -112,7 +111,7 @@ def test_keywords_keep_the_seed_table_with_the_typo_fixed():
 
 def test_normalize_emotion_accepts_english_korean_and_aliases():
     names = ["happy", " Sad ", "ANGER", "sadness", "happiness", "surprised", "fearful"]
-    names += ["disgusted", "anxiety", "기쁨", "상처", "중립", "공포", "혐오", "놀람"]
+    names += ["disgusted", "anxiety", "기쁨", "상처", "중립", "공포", "혐오", "놀람", "당황"]
     assert [normalize_emotion(name) for name in names] == [
         "happy",
         "sad",
@@ -129,6 +128,7 @@ def test_normalize_emotion_accepts_english_korean_and_aliases():
         "fear",
         "disgust",
         "surprise",
+        "embarrassed",
     ]
 
 
@@ -140,26 +140,13 @@ def test_unknown_emotion_names_the_bad_value():
         normalize_emotion(None)
 
 
-def test_match_mode_keeps_the_emotion():
+def test_playlist_words_follow_the_mode():
     assert [music_mood(e, "match") for e in EMOTIONS] == list(EMOTIONS)
-
-
-def test_lift_mode_brightens_negative_emotions():
     assert {e: music_mood(e, "lift") for e in EMOTIONS} == {
-        "happy": "happy",
-        "sad": "happy",
-        "angry": "happy",
-        "anxious": "happy",
-        "hurt": "happy",
-        "neutral": "happy",
-        "fear": "happy",
-        "disgust": "happy",
+        **dict.fromkeys(EMOTIONS, "happy"),
         "surprise": "surprise",
         "embarrassed": "happy",
     }
-
-
-def test_calm_mode_always_gives_calm_music():
     assert MODES == ("match", "lift", "calm")
     assert {music_mood(e, "calm") for e in EMOTIONS} == {"calm"}
     assert music_mood("분노", "calm") == "calm"
@@ -170,86 +157,81 @@ def test_unknown_mode_names_the_bad_value():
         music_mood("happy", "party")
 
 
-def test_half_the_keywords_chosen_deterministically():
-    assert choose_keywords("happy", random.Random(3)) == HAPPY_3
-    assert choose_keywords("sad", random.Random(3)) == (
-        "tearful",
-        "gloomy",
-        "depressed",
-        "sorrowful",
-        "hurt",
-    )
-    rng = random.Random(3)
-    assert choose_keywords("happy", rng) != choose_keywords("happy", rng)
+def test_playlist_query_is_genre_mood_and_one_more_word():
+    assert playlist_query("happy", "k-pop", random.Random(3)) == "k-pop happy pleased"
+    assert playlist_query("calm", None, random.Random(3)) == "calm soothing"
 
 
-def test_search_links_need_no_account():
-    assert search_links(HAPPY_3, "k-pop") == (
-        Recommendation(
-            "Spotify search: k-pop glad exciting pleased satisfied fulfilled",
-            "https://open.spotify.com/search/k-pop%20glad%20exciting%20pleased%20satisfied%20fulfilled",
-            "search",
-        ),
-        Recommendation(
-            "Spotify search: k-pop glad exciting",
-            "https://open.spotify.com/search/k-pop%20glad%20exciting",
-            "search",
-        ),
-        Recommendation(
-            "Spotify search: k-pop pleased satisfied",
-            "https://open.spotify.com/search/k-pop%20pleased%20satisfied",
-            "search",
-        ),
-    )
-    assert search_links(("calm",)) == (
-        Recommendation("Spotify search: calm", "https://open.spotify.com/search/calm", "search"),
-    )
+# --- The catalogue answer --------------------------------------------------------------------
 
 
-# --- Spotify answers -------------------------------------------------------------------------
+async def test_no_credentials_gives_catalogue_tracks_offline():
+    suggestion = await MusicRecommender(None, rng=random.Random(3)).suggest("기쁨", genre="K-Pop")
+
+    assert (suggestion.emotion, suggestion.mode, suggestion.genre) == ("happy", "match", "k-pop")
+    assert (suggestion.source, suggestion.fallback_reason) == ("catalogue", "not configured")
+    tracks = suggestion.recommendations
+    assert len(tracks) == 5 and {t.kind for t in tracks} == {"track"}
+    assert all(t.url.startswith(TRACK_URL) and len(t.url) == len(TRACK_URL) + 22 for t in tracks)
+    assert all(t.genre == "k-pop" and t.artists for t in tracks)
+    assert all(0.7 <= t.valence <= 0.9 and 0.6 <= t.energy <= 0.8 for t in tracks)
+    assert suggestion.track_ids == tuple(t.url.removeprefix(TRACK_URL) for t in tracks)
 
 
-async def test_spotify_gives_tracks_and_a_playlist(fake_spotify):
+async def test_suggest_leaves_out_the_tracks_to_exclude():
+    music = MusicRecommender(None, rng=random.Random(1))
+    first = await music.suggest("sad")
+    second = await music.suggest("sad", exclude_ids=first.track_ids)
+    assert not set(first.track_ids) & set(second.track_ids)
+
+
+async def test_unknown_genre_is_the_callers_to_handle():
+    with pytest.raises(UnknownGenre, match="closest: k-pop"):
+        await MusicRecommender(None).suggest("happy", genre="kpopp")
+
+
+def test_recommendation_json_and_label():
+    rec = Recommendation("Song", TRACK_URL + "x" * 22, "track", ("A", "B"), "jazz", 0.5, 0.25)
+    assert rec.label == "Song — A, B"
+    assert rec.as_json() == {
+        "title": "Song",
+        "artists": ["A", "B"],
+        "url": TRACK_URL + "x" * 22,
+        "kind": "track",
+        "genre": "jazz",
+        "valence": 0.5,
+        "energy": 0.25,
+    }
+    assert Recommendation("Mix", "https://open.spotify.com/playlist/p", "playlist").label == "Mix"
+
+
+# --- The Spotify extra: a playlist -----------------------------------------------------------
+
+
+def tracks_of(suggestion) -> list[Recommendation]:
+    return [r for r in suggestion.recommendations if r.kind == "track"]
+
+
+async def test_spotify_adds_one_playlist_after_the_tracks(fake_spotify):
     suggestion = await recommender(fake_spotify).suggest("기쁨", genre=" k-pop ")
 
-    tracks = [track_item(KPOP_HAPPY_3, i) for i in range(3)]
-    playlist = playlist_item(KPOP_HAPPY_3, 0)
-    assert suggestion == MusicSuggestion(
-        emotion="happy",
-        music_mood="happy",
-        mode="match",
-        keywords=HAPPY_3,
-        genre="k-pop",
-        recommendations=(
-            Recommendation("K-Pop Song 1 — The K-Pops", spotify_url(tracks[0]), "track"),
-            Recommendation("Glad Song 2 — The Glads", spotify_url(tracks[1]), "track"),
-            Recommendation("Exciting Song 3 — The Excitings", spotify_url(tracks[2]), "track"),
-            Recommendation(
-                "K-Pop Glad Exciting Pleased Satisfied Fulfilled Mix 1",
-                spotify_url(playlist),
-                "playlist",
-            ),
-        ),
-        source="spotify",
-        fallback_reason=None,
+    [search] = fake_spotify.searches()
+    query = search.params["q"]
+    assert (search.params["type"], search.params["limit"]) == ("playlist", "5")
+    genre, mood, word = query.split()
+    assert (genre, mood) == ("k-pop", "happy") and word in KEYWORDS["happy"][1:]
+    assert (suggestion.source, suggestion.fallback_reason) == ("catalogue+spotify", None)
+    assert [r.kind for r in suggestion.recommendations] == ["track"] * 5 + ["playlist"]
+    # The fake pads playlist results with a null first, as Spotify does.
+    assert suggestion.recommendations[-1] == Recommendation(
+        f"{query.title()} Mix 1", spotify_url(playlist_item(query, 0)), "playlist"
     )
-    assert [
-        (r.params["q"], r.params["type"], r.params["limit"]) for r in fake_spotify.searches()
-    ] == [
-        (KPOP_HAPPY_3, "track", "3"),
-        (KPOP_HAPPY_3, "playlist", "5"),
-    ]
 
 
-async def test_lift_mode_searches_for_the_brighter_mood(fake_spotify):
-    suggestion = await recommender(fake_spotify).suggest("sad", mode="lift")
+async def test_lift_mode_looks_for_happy_playlists(fake_spotify):
+    await recommender(fake_spotify).suggest("sad", mode="lift")
 
-    assert (suggestion.emotion, suggestion.music_mood, suggestion.keywords) == (
-        "sad",
-        "happy",
-        HAPPY_3,
-    )
-    assert fake_spotify.searches()[0].params["q"] == "glad exciting pleased satisfied fulfilled"
+    assert fake_spotify.searches()[0].params["q"].split()[0] == "happy"
 
 
 async def test_credentials_are_sent_properly(fake_spotify):
@@ -261,18 +243,17 @@ async def test_credentials_are_sent_properly(fake_spotify):
     assert token_request.headers["authorization"] == f"Basic {basic}"
     assert [r.headers["authorization"] for r in fake_spotify.searches()] == [
         "Bearer fake-access-token-1",
-        "Bearer fake-access-token-1",
     ]
 
 
 def test_market_is_passed_on(fake_spotify):
-    client(fake_spotify, market="KR").search_tracks("calm", 1)
+    client(fake_spotify, market="KR").search_playlists("calm", 1)
 
     assert fake_spotify.searches()[0].params == {
         "q": "calm",
         "limit": "1",
         "offset": "0",
-        "type": "track",
+        "type": "playlist",
         "market": "KR",
     }
 
@@ -289,28 +270,19 @@ def test_playlist_search_skips_null_items(fake_spotify):
 def test_search_tolerates_nulls_missing_fields_and_foreign_links(fake_spotify):
     fake_spotify.search_behaviour = "sparse"
 
-    found = client(fake_spotify).search_tracks("calm", 10)
+    found = client(fake_spotify).search_playlists("calm", 10)
 
-    first = spotify_url(track_item("calm", 0))
+    first = spotify_url(playlist_item("calm", 0))
     assert found == [
-        Recommendation("Calm Song 2", spotify_url(track_item("calm", 1)), "track"),
-        Recommendation("Calm Song 1 — The Calms", first, "track"),
-        Recommendation("Calm Song 1 — The Calms", first, "track"),
+        Recommendation("Calm Mix 2", spotify_url(playlist_item("calm", 1)), "playlist"),
+        Recommendation("Calm Mix 1", first, "playlist"),
+        Recommendation("Calm Mix 1", first, "playlist"),
     ]
-
-
-async def test_suggestions_drop_duplicate_links(fake_spotify):
-    fake_spotify.search_behaviour = "sparse"
-
-    suggestion = await recommender(fake_spotify, tracks=10).suggest("happy")
-
-    assert [r.kind for r in suggestion.recommendations] == ["track", "track", "playlist"]
-    assert len({r.url for r in suggestion.recommendations}) == 3
 
 
 def test_more_than_ten_results_is_refused_before_asking(fake_spotify):
     with pytest.raises(ValueError, match="11"):
-        client(fake_spotify).search_tracks("calm", 11)
+        client(fake_spotify).search_playlists("calm", 11)
     assert fake_spotify.requests == []
 
 
@@ -335,14 +307,7 @@ def test_fake_refuses_more_than_ten_results_like_spotify(fake_spotify):
     )
 
 
-# --- Fallbacks -------------------------------------------------------------------------------
-
-
-async def test_no_credentials_gives_search_links():
-    suggestion = await MusicRecommender(None, rng=random.Random(3)).suggest("happy", genre="k-pop")
-
-    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", "not configured")
-    assert suggestion.recommendations == search_links(HAPPY_3, "k-pop")
+# --- A Spotify failure never costs the catalogue answer --------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -352,19 +317,19 @@ async def test_no_credentials_gives_search_links():
         ("forbidden", "refused (403)", 1),
         ("garbage", "bad response", 1),
         ("wrong_shape", "bad response", 1),
-        ("empty", "no results", 2),
+        ("empty", "no results", 1),
         ("server_error", "server error", 3),  # two retries, 0.2 s + 0.4 s
     ],
 )
-async def test_search_failures_give_search_links_quickly(fake_spotify, behaviour, reason, searches):
+async def test_search_failures_keep_the_tracks_quickly(fake_spotify, behaviour, reason, searches):
     fake_spotify.search_behaviour = behaviour
 
     started = time.monotonic()
     suggestion = await recommender(fake_spotify).suggest("happy", genre="k-pop")
     elapsed = time.monotonic() - started
 
-    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", reason)
-    assert suggestion.recommendations == search_links(HAPPY_3, "k-pop")
+    assert (suggestion.source, suggestion.fallback_reason) == ("catalogue", reason)
+    assert [r.kind for r in suggestion.recommendations] == ["track"] * 5
     assert len(fake_spotify.searches()) == searches
     assert elapsed < 1.5  # well inside the 3 s deadline, and no 30 s Retry-After sleep
 
@@ -388,7 +353,8 @@ async def test_hanging_spotify_is_cut_off_at_the_deadline(fake_spotify):
     ticker.cancel()
     fake_spotify.release()  # lets the abandoned spotipy thread end before the loop closes
 
-    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", "timeout")
+    assert (suggestion.source, suggestion.fallback_reason) == ("catalogue", "timeout")
+    assert len(tracks_of(suggestion)) == 5
     assert 0.5 <= elapsed < 1.0
     assert ticks >= 5  # the event loop kept running while spotipy blocked
 
@@ -401,8 +367,8 @@ async def test_short_retry_after_is_honoured(fake_spotify):
     suggestion = await recommender(fake_spotify).suggest("happy")
     elapsed = time.monotonic() - started
 
-    assert (suggestion.source, len(suggestion.recommendations)) == ("spotify", 4)
-    assert len(fake_spotify.searches()) == 3
+    assert (suggestion.source, len(suggestion.recommendations)) == ("catalogue+spotify", 6)
+    assert len(fake_spotify.searches()) == 2
     assert 1.0 <= elapsed < 2.0
 
 
@@ -423,17 +389,8 @@ async def test_server_error_once_then_spotify_answers(fake_spotify):
 
     suggestion = await recommender(fake_spotify).suggest("happy")
 
-    assert (suggestion.source, suggestion.fallback_reason) == ("spotify", None)
-    assert len(fake_spotify.searches()) == 3
-
-
-async def test_playlist_failure_keeps_the_tracks(fake_spotify):
-    fake_spotify.script_search("normal", "forbidden")
-
-    suggestion = await recommender(fake_spotify).suggest("happy")
-
-    assert (suggestion.source, suggestion.fallback_reason) == ("spotify", None)
-    assert [r.kind for r in suggestion.recommendations] == ["track", "track", "track"]
+    assert (suggestion.source, suggestion.fallback_reason) == ("catalogue+spotify", None)
+    assert len(fake_spotify.searches()) == 2
 
 
 @pytest.mark.parametrize(
@@ -446,7 +403,7 @@ async def test_playlist_failure_keeps_the_tracks(fake_spotify):
         ("hang", "timeout"),
     ],
 )
-async def test_token_failures_give_search_links(fake_spotify, behaviour, reason):
+async def test_token_failures_keep_the_tracks(fake_spotify, behaviour, reason):
     fake_spotify.token_behaviour = behaviour
 
     started = time.monotonic()
@@ -454,7 +411,8 @@ async def test_token_failures_give_search_links(fake_spotify, behaviour, reason)
 
     fake_spotify.release()
 
-    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", reason)
+    assert (suggestion.source, suggestion.fallback_reason) == ("catalogue", reason)
+    assert len(tracks_of(suggestion)) == 5
     assert time.monotonic() - started < 1.3
     assert fake_spotify.searches() == []
 
@@ -465,7 +423,7 @@ async def test_wrong_credentials_are_refused(fake_spotify):
     assert suggestion.fallback_reason == "refused (400)"
 
 
-async def test_unreachable_spotify_gives_search_links():
+async def test_unreachable_spotify_keeps_the_tracks():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
@@ -478,30 +436,31 @@ async def test_unreachable_spotify_gives_search_links():
 
     suggestion = await MusicRecommender(spotify).suggest("happy")
 
-    assert (suggestion.source, suggestion.fallback_reason) == ("search-links", "unreachable")
+    assert (suggestion.source, suggestion.fallback_reason) == ("catalogue", "unreachable")
+    assert len(tracks_of(suggestion)) == 5
 
 
 def test_search_errors_have_names(fake_spotify):
     spotify = client(fake_spotify)
     fake_spotify.search_behaviour = "rate_limited"
     with pytest.raises(RateLimited) as rate_limited:
-        spotify.search_tracks("calm")
+        spotify.search_playlists("calm")
     fake_spotify.search_behaviour = "forbidden"
     with pytest.raises(ServiceRefused) as refused:
-        spotify.search_tracks("calm")
+        spotify.search_playlists("calm")
     fake_spotify.search_behaviour = "server_error"
     with pytest.raises(ServiceUnavailable) as unavailable:
-        spotify.search_tracks("calm")
+        spotify.search_playlists("calm")
     fake_spotify.search_behaviour = "garbage"
     with pytest.raises(BadResponse) as bad:
-        spotify.search_tracks("calm")
+        spotify.search_playlists("calm")
 
     assert rate_limited.value.retry_after == 30.0
     assert [str(e.value) for e in (rate_limited, refused, unavailable, bad)] == [
         "Spotify rate limit reached (retry after 30 s)",
         "Spotify refused the request (HTTP 403)",
         "Spotify is unavailable (server error)",
-        "Spotify answered with something unexpected (no tracks.items)",
+        "Spotify answered with something unexpected (no playlists.items)",
     ]
 
 
@@ -538,11 +497,11 @@ def test_secret_never_in_errors(fake_spotify):
     for behaviour in ("rate_limited", "forbidden", "server_error", "garbage", "wrong_shape"):
         fake_spotify.token_behaviour = behaviour
         with pytest.raises(MusicServiceError) as caught:
-            client(fake_spotify).search_tracks("calm")
+            client(fake_spotify).search_playlists("calm")
         errors.append(caught.value)
     fake_spotify.token_behaviour = "normal"
     with pytest.raises(ServiceRefused) as refused:
-        client(fake_spotify, secret="wrong-secret").search_tracks("calm")
+        client(fake_spotify, secret="wrong-secret").search_playlists("calm")
     errors.append(refused.value)
 
     texts = "\n".join(error_texts(error) for error in errors)
@@ -585,3 +544,23 @@ def test_fake_closes_cleanly_while_a_request_hangs():
 def test_fake_rejects_unknown_behaviours(fake_spotify):
     with pytest.raises(ValueError, match="'flaky'"):
         fake_spotify.search_behaviour = "flaky"
+
+
+# --- Settings --------------------------------------------------------------------------------
+
+
+def test_settings_reach_the_picker(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    music = build_music(load_settings(MOODBOT_ALLOW_EXPLICIT="true", MOODBOT_MUSIC_COUNT="7"))
+    assert (music.count, music.allow_explicit) == (7, True)
+    assert len(music.pick("angry", genre="hip-hop").tracks) == 7
+    clean = build_music(load_settings()).pick("angry", genre="hip-hop", count=10)
+    assert not any(t.explicit for t in clean.tracks)
+
+
+async def test_an_unknown_default_genre_stops_start_up(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(MOODBOT_GENRE="kpopp", MOODBOT_DB=str(tmp_path / "m.db"))
+    with pytest.raises(UnknownGenre, match="closest: k-pop"):
+        async with open_service(settings):
+            pass

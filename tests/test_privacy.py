@@ -176,6 +176,13 @@ async def test_the_schema_has_no_room_for_images(history: AsyncHistory) -> None:
         "mode": "TEXT",
         "genre": "TEXT",
     }
+    assert columns["recommended_tracks"] == {
+        "id": "INTEGER",
+        "platform": "TEXT",
+        "user_id": "TEXT",
+        "track_id": "TEXT",
+        "created_at": "TEXT",
+    }
     for table, types in columns.items():
         assert "BLOB" not in types.values() and "" not in types.values(), table
 
@@ -184,9 +191,9 @@ async def test_no_stored_value_is_long(
     service: MoodService, history: AsyncHistory, astronaut_jpeg: bytes
 ) -> None:
     await service.analyze_selfie(who("alice", "c1"), astronaut_jpeg)
-    await service.set_genre(who("alice", "c1"), "lo-fi hip hop")
+    await service.set_genre(who("alice", "c1"), "hip hop")
     with sqlite3.connect(history.path) as db:
-        for table in ("moods", "preferences"):
+        for table in ("moods", "preferences", "recommended_tracks"):
             for row in db.execute(f"SELECT * FROM {table}"):
                 assert all(len(str(value)) <= 64 for value in row), row
 
@@ -210,14 +217,26 @@ async def test_forget_from_one_chat_removes_the_user_from_every_chat(
     await service.set_mode(who("alice", "group-2"), "calm")
     await service.set_mode(who("bob", "group-1"), "lift")
 
+    db = history.path
+    offered = (
+        "SELECT platform, user_id, COUNT(*) FROM recommended_tracks GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert raw_rows(db, offered) == [
+        ("discord", "alice", 5),
+        ("telegram", "alice", 15),
+        ("telegram", "bob", 5),
+    ]
+
     reply = await service.forget(who("alice", "group-2"))
     assert reply.ok and "3" in reply.text
 
-    db = history.path
     users = raw_rows(db, "SELECT platform, user_id, chat_id FROM moods ORDER BY platform")
     assert users == [("discord", "alice", "dm-9"), ("telegram", "bob", "group-1")]
     prefs = raw_rows(db, "SELECT platform, user_id, mode FROM preferences")
     assert prefs == [("telegram", "bob", "lift")]
+    # The recommendation memory went too: alice's next answers may bring any track again.
+    assert raw_rows(db, offered) == [("discord", "alice", 5), ("telegram", "bob", 5)]
+    assert await history.recent_track_ids("telegram", "alice", 50) == []
     assert (await service.show_history(who("alice", "private-1"))).text.startswith("No moods yet")
 
 

@@ -140,10 +140,10 @@ async def test_a_full_scenario_leaks_no_secret(
         selfie = await fake.wait_for("sendMessage", chat_id=ALICE.id)
         assert selfie.text.startswith("You look happy") and fake_spotify.searches()
 
-        fake_spotify.search_behaviour = "server_error"  # Spotify fails: search links instead
+        fake_spotify.search_behaviour = "server_error"  # Spotify fails: tracks, no playlist
         fake.send_photo(BOB, GROUP, grace_hopper_jpeg, caption="/mood")
         fallback = await fake.wait_for("sendMessage", chat_id=GROUP.id)
-        assert "Spotify is not reachable right now" in fallback.text
+        assert [b["url"].split("/")[3] for b in fallback.link_buttons] == ["track"] * 5
 
         fake.send_text(ALICE, fake.private(ALICE), "/history")
         await fake.wait_for("sendMessage", chat_id=ALICE.id)

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from bot.catalogue import TRACK_URL
 from bot.core import MoodService, Reply, Sender
 from bot.history import AsyncHistory
-from bot.music import SEARCH_URL, SPOTIFY_THREADS, MusicRecommender, SpotifySearch
+from bot.music import SPOTIFY_THREADS, MusicRecommender, SpotifySearch
 from bot.ratelimit import RateLimiter
 from ml.engine import EmotionEngine
 from tests.fakes.spotify import FakeSpotify
@@ -25,8 +26,7 @@ from tests.fakes.telegram import FakeTelegram, TgUser, running_bot
 
 pytestmark = pytest.mark.slow
 
-PROMISE_S = 3.0  # the issue: "the reply still arrives within 3 s with search links"
-FALLBACK_NOTE = "Spotify is not reachable right now, so here are search links."
+PROMISE_S = 3.0  # the reply still arrives within 3 s, with all its catalogue tracks
 ALICE = Sender("telegram", "1001", "1001")
 
 
@@ -49,13 +49,14 @@ def closed_port() -> int:
         return sock.getsockname()[1]  # closed again on return: nothing listens there
 
 
-def assert_search_link_reply(reply: Reply, reason: str) -> None:
+def assert_catalogue_reply(reply: Reply, reason: str) -> None:
+    """Spotify failed: the reply has every catalogue track, only the playlist is missing."""
     assert reply.ok and reply.analysis and reply.analysis.primary
     assert reply.text.startswith("You look happy")
-    assert FALLBACK_NOTE in reply.text
-    assert reply.music and reply.music.source == "search-links"
+    assert "🎵 happy → bright, upbeat songs" in reply.text
+    assert reply.music and reply.music.source == "catalogue"
     assert reply.music.fallback_reason == reason
-    assert reply.links and all(link.url.startswith(SEARCH_URL) for link in reply.links)
+    assert len(reply.links) == 5 and all(link.url.startswith(TRACK_URL) for link in reply.links)
 
 
 FAULTS = {
@@ -93,7 +94,7 @@ async def test_full_reply_within_3_s_whatever_spotify_does(
     fake_spotify.release()
     music.close()
 
-    assert_search_link_reply(reply, reason)
+    assert_catalogue_reply(reply, reason)
     assert elapsed < PROMISE_S
     assert len(await history.recent("telegram", "1001")) == 1  # the mood is kept all the same
 
@@ -106,7 +107,7 @@ async def test_spotify_down_connection_refused(
     started = time.monotonic()
     reply = await MoodService(engine, music, history).analyze_selfie(ALICE, astronaut_jpeg)
     assert time.monotonic() - started < PROMISE_S
-    assert_search_link_reply(reply, "unreachable")
+    assert_catalogue_reply(reply, "unreachable")
 
 
 async def test_slow_spotify_through_the_telegram_bot(
@@ -125,9 +126,9 @@ async def test_slow_spotify_through_the_telegram_bot(
             fake_spotify.release()
             music.close()
     assert answer.at - sent < PROMISE_S
-    assert answer.text.startswith("You look happy") and FALLBACK_NOTE in answer.text
-    assert answer.link_buttons
-    assert all(b["url"].startswith(SEARCH_URL) for b in answer.link_buttons)
+    assert answer.text.startswith("You look happy")
+    assert len(answer.link_buttons) == 5
+    assert all(b["url"].startswith(TRACK_URL) for b in answer.link_buttons)
     assert photo["photo"]
 
 
@@ -161,6 +162,7 @@ async def test_many_slow_spotify_calls_leave_threads_for_other_work(
         music.close()
     assert other_work_s < 1.0
     assert {r.fallback_reason for r in results} == {"timeout"}
-    assert all(r.recommendations[0].url.startswith(SEARCH_URL) for r in results)
+    assert all(len(r.recommendations) == 5 for r in results)
+    assert all(r.recommendations[0].url.startswith(TRACK_URL) for r in results)
     # Only the pool's threads ever reached Spotify; queued calls ended at the deadline unsent.
     assert len(hanging_spotify.searches()) == SPOTIFY_THREADS

@@ -69,9 +69,11 @@ async def test_selfie_gets_emotion_music_buttons_and_a_history_row(
     reply = await fake.wait_for("sendMessage", chat_id=ALICE.id)
     assert action.params["action"] == "typing"
     assert reply.text.startswith("You look happy 😄 (")
-    assert "For a happy mood, searched with" in reply.text
-    assert reply.link_buttons and all(
-        b["url"].startswith("https://open.spotify.com/search/") for b in reply.link_buttons
+    assert "\n🎵 happy → bright, upbeat songs: valence 0.7-0.9, energy 0.6-0.8." in reply.text
+    # One button a track, "Title — Artist", linking to the track on Spotify.
+    assert len(reply.link_buttons) == 5 and all(
+        b["url"].startswith("https://open.spotify.com/track/") and " — " in b["text"]
+        for b in reply.link_buttons
     )
     assert reply.reply_to is None  # private chats are not quoted
     assert await rows(history, ALICE) == [(str(ALICE.id), "happy")]
@@ -298,7 +300,7 @@ async def test_forget_asks_first_and_only_the_asker_can_confirm(
         ("/privacy", "For each selfie I analyse I store: the emotion I read"),
         ("/mode lift", "Music mode set to lift."),
         ("/mode loud", "Mode must be one of: match, lift, calm."),
-        ("/genre k-pop", "I'll add “k-pop” to your music searches."),
+        ("/genre k-pop", "From now on I'll pick k-pop songs."),
         ("/mood", "Reply /mood to a photo"),
         ("/dance", "I don't know that command."),
         ("hello there", "Send me a selfie and I'll read your mood."),

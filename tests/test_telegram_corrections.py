@@ -78,7 +78,7 @@ async def test_pressing_a_mood_corrects_the_row_and_edits_the_answer(
     edited = await fake.wait_for("editMessageText", chat_id=ALICE.id)
     assert edited.params["message_id"] == answer.result["message_id"]
     assert edited.text.startswith("Got it: you feel sad 😢. I changed it in your history.")
-    assert "For a sad mood, searched with" in edited.text
+    assert "\n🎵 sad → gentle, slow songs: valence 0.2-0.4, energy 0.2-0.4." in edited.text
     assert edited.link_buttons and [b["url"] for b in edited.link_buttons] != first_links
     assert [b["text"] for b in edited.callback_buttons] == ["Not quite? Change it"]
     assert await moods(history, ALICE) == [("sad", "happy")]  # the same row, corrected

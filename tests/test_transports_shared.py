@@ -20,6 +20,7 @@ import discord
 import discord.ext.test as dpytest
 import pytest
 
+from bot.catalogue import TRACK_URL
 from bot.core import MoodService, history_limit
 from bot.history import AsyncHistory
 from bot.music import MusicRecommender
@@ -179,7 +180,7 @@ async def stored(history: AsyncHistory, driver: Driver, user: int) -> list[str]:
 async def test_selfie(driver: Driver, history: AsyncHistory, astronaut_jpeg: bytes) -> None:
     seen = await driver.selfie(1, astronaut_jpeg)
     assert seen.text.startswith(HAPPY)
-    assert seen.urls and all(u.startswith("https://open.spotify.com/search/") for u in seen.urls)
+    assert len(seen.urls) == 5 and all(u.startswith(TRACK_URL) for u in seen.urls)
     assert await stored(history, driver, 1) == ["happy"]
 
 
@@ -230,7 +231,7 @@ async def test_group_mix(driver: Driver, astronaut_jpeg: bytes) -> None:
 async def test_preferences(driver: Driver) -> None:
     assert (await driver.command(8, "mode", "lift")).text == "Music mode set to lift."
     seen = await driver.command(8, "genre", "k-pop")
-    assert seen.text == "I'll add “k-pop” to your music searches."
+    assert seen.text == "From now on I'll pick k-pop songs."
 
 
 @pytest.mark.slow

@@ -157,12 +157,17 @@ async def test_face_photo_gets_boxes_emotion_links_and_is_not_stored(
     assert face["emotion"] == "happy" and face["confidence"] == body["confidence"]
     assert sum(face["scores"].values()) == pytest.approx(1, abs=1e-3)
     assert body["headline"].startswith("You look happy 😄 (")
-    assert body["why"].startswith("🎵 For a happy mood, searched with")
+    assert body["why"] == "🎵 happy → bright, upbeat songs: valence 0.7-0.9, energy 0.6-0.8."
     assert "history" not in body["headline"] + body["why"]  # no chat-only "not saved" line
-    assert body["links"] and all(
-        link["url"].startswith("https://open.spotify.com/search/") for link in body["links"]
+    assert len(body["links"]) == 5 and all(
+        link["url"].startswith("https://open.spotify.com/track/")
+        and link["kind"] == "track"
+        and link["label"] == f"{link['title']} — {', '.join(link['artists'])}"
+        and 0.7 <= link["valence"] <= 0.9
+        for link in body["links"]
     )
-    assert body["music"]["source"] == "search-links"
+    assert body["music"]["source"] == "catalogue"
+    assert body["music"]["target"] == {"valence": 0.8, "energy": 0.7}
     assert moods_in(history.path) == 0
 
 
@@ -182,7 +187,7 @@ async def test_not_quite_on_the_web_changes_only_the_music(
     assert status == 200 and body["ok"] is True, body
     assert (body["emotion"], body["label"], body["emoji"]) == ("sad", "sad", "😢")
     assert body["headline"] == "Got it: sad 😢. Here is music for that (nothing was saved)."
-    assert body["why"].startswith("🎵 For a sad mood, searched with")
+    assert body["why"] == "🎵 sad → gentle, slow songs: valence 0.2-0.4, energy 0.2-0.4."
     assert body["links"] and body["links"] != analysed["links"]
     assert body["correction"] == {"ref": ref}
     status, body = await post_correction(http, web, {"ref": ref, "emotion": "놀람"}, lang="ko")

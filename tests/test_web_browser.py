@@ -128,7 +128,8 @@ async def test_face_photo_shows_emotion_boxes_and_music_links(
     links = await in_browser(
         lambda: [a.get_attribute("href") for a in browser.find_elements("css selector", "#links a")]
     )
-    assert links and all(href.startswith("https://open.spotify.com/search/") for href in links)
+    assert len(links) == 5
+    assert all(href.startswith("https://open.spotify.com/track/") for href in links)
     why = await in_browser(lambda: browser.find_element("id", "why").text)
     assert "happy" in why
     boxes = await in_browser(
@@ -172,10 +173,10 @@ async def test_clicking_a_mood_bar_changes_the_music_and_stores_nothing(
     headline = await in_browser(lambda: browser.find_element("id", "headline").text)
     assert headline == "Got it: sad 😢. Here is music for that (nothing was saved)."
     why = await in_browser(lambda: browser.find_element("id", "why").text)
-    assert why.startswith("🎵 For a sad mood, searched with")
+    assert why == "🎵 sad → gentle, slow songs: valence 0.2-0.4, energy 0.2-0.4."
     after = await in_browser(links, browser)
     assert after and after != before
-    assert all(href.startswith("https://open.spotify.com/search/") for href in after)
+    assert all(href.startswith("https://open.spotify.com/track/") for href in after)
     chosen = await in_browser(
         lambda: browser.find_element("css selector", "#scores button[aria-pressed='true']")
     )

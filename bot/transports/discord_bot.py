@@ -127,7 +127,7 @@ def first_image(attachments: list[discord.Attachment]) -> discord.Attachment | N
 def add_links(view: discord.ui.View, links: tuple[Recommendation, ...]) -> discord.ui.View:
     """One link button per music suggestion."""
     for link in links[:MAX_BUTTONS]:
-        view.add_item(discord.ui.Button(label=fit(link.title, BUTTON_CHARS), url=link.url))
+        view.add_item(discord.ui.Button(label=fit(link.label, BUTTON_CHARS), url=link.url))
     return view
 
 
@@ -465,11 +465,11 @@ class Preferences(commands.Cog):
         await answer(interaction, reply, ephemeral=True)
 
     @app_commands.command(description=COMMANDS["en"]["genre"])
-    @app_commands.describe(words="For example k-pop, jazz or french; off to clear")
+    @app_commands.describe(words="For example k-pop, jazz, acoustic or hip hop; off to clear")
     async def genre(
         self, interaction: discord.Interaction, words: app_commands.Range[str, 1, 40]
     ) -> None:
-        """Add a genre or language to your music searches."""
+        """Only songs of one genre from now on."""
         reply = await self.service.set_genre(interaction_sender(interaction), words)
         await answer(interaction, reply, ephemeral=True)
 

@@ -155,7 +155,7 @@ def pick_photo_size(
 def reply_keyboard(reply: Reply, lang: str) -> InlineKeyboardMarkup | None:
     """The music links, then "Not quite?": the likeliest other moods and "something else"."""
     rows = [
-        [InlineKeyboardButton(fit(link.title, BUTTON_CHARS), url=link.url)] for link in reply.links
+        [InlineKeyboardButton(fit(link.label, BUTTON_CHARS), url=link.url)] for link in reply.links
     ]
     offer = reply.correction
     if offer is not None:

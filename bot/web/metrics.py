@@ -70,7 +70,7 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "moodbot_spotify_fallbacks",
-            "Music answered with search links instead of Spotify results, by reason.",
+            "Replies without a Spotify playlist (the catalogue tracks only), by reason.",
             ["reason"],
             registry=self.registry,
         )
@@ -103,7 +103,7 @@ class Metrics:
             self.latency.labels(use=use).observe(seconds)
         if reply.analysis is not None:
             self.faces.labels(platform=who.platform).inc(len(reply.analysis.faces))
-        if reply.music is not None and reply.music.source != "spotify":
+        if reply.music is not None and reply.music.fallback_reason is not None:
             self.fallbacks.labels(reason=fallback_label(reply.music.fallback_reason)).inc()
 
     def correction_done(self, who: Sender, predicted: str, corrected: str) -> None:

@@ -253,13 +253,14 @@ def _music_json(reply: Reply) -> dict[str, Any]:
     return {
         "music": {
             "source": music.source,
-            "mood": music.music_mood,
+            "mood": music.emotion,
             "mode": music.mode,
-            "keywords": list(music.keywords),
+            "target": {"valence": music.target.valence, "energy": music.target.energy},
             "genre": music.genre,
+            "widened": music.widened,
             "fallback_reason": music.fallback_reason,
         },
-        "links": [{"title": r.title, "url": r.url, "kind": r.kind} for r in reply.links],
+        "links": [{**r.as_json(), "label": r.label} for r in reply.links],
         "correction": {"ref": reply.correction.ref} if reply.correction else None,
     }
 

@@ -3,7 +3,7 @@
 "use strict";
 
 const LANG_KEY = "moodbot-lang";
-const KIND_ICON = { track: "♪", playlist: "☰", search: "🔍" };
+const KIND_ICON = { track: "♪", playlist: "☰" };
 
 const state = { ui: null, lang: "en", file: null, previewUrl: null, busy: false, ref: null, face: null };
 
@@ -163,7 +163,7 @@ function drawLinks(links) {
     icon.setAttribute("aria-hidden", "true");
     icon.textContent = KIND_ICON[link.kind] || "♪";
     const title = document.createElement("span");
-    title.textContent = link.title;
+    title.textContent = link.label || link.title;
     anchor.append(icon, title);
     item.append(anchor);
     return item;
