@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
