@@ -398,6 +398,21 @@ class SpotifySearch:
 NOT_CONFIGURED = "not configured"
 TIMEOUT = "timeout"
 NO_RESULTS = "no results"
+# Every reason a reply can come without its Spotify playlist, as `fallback_reason` starts
+# (a refusal adds its HTTP status: "refused (403)"); /metrics counts them by these names.
+FALLBACK_REASONS = (
+    NOT_CONFIGURED,
+    TIMEOUT,
+    RateLimited.reason,
+    "refused",
+    MusicServiceError.reason,
+    "server error",
+    "unreachable",
+    "request failed",
+    BadResponse.reason,
+    NO_RESULTS,
+    "unexpected error",
+)
 
 # Spotify calls run on their own few threads. A call abandoned at the deadline keeps its thread
 # until the HTTP timeout ends it; on the loop's default executor (min(32, cores + 4) threads) a

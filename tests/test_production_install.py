@@ -69,7 +69,7 @@ def test_training_and_dev_tools_are_not_installed(production: Path, tmp_path: Pa
     assert refused.returncode == 2
     assert "`train` belongs to the training pipeline" in refused.stderr
     helped = run(production, "moodbot", "--help", cwd=tmp_path)
-    for command in ("run", "web", "analyze", "bench", "export", "stats"):
+    for command in ("run", "web", "analyze", "music", "bench", "export", "stats"):
         assert f"│ {command} " in helped.stdout
     assert "│ train " not in helped.stdout
 
@@ -80,7 +80,10 @@ def test_analyze_and_the_console_chat(
     (tmp_path / "me.jpg").write_bytes(astronaut_jpeg)
     analyzed = run(production, "moodbot", "analyze", "--json", "me.jpg", cwd=tmp_path)
     assert analyzed.returncode == 0, analyzed.stderr
-    assert json.loads(analyzed.stdout)["faces"][0]["emotion"] == "happy"
+    result = json.loads(analyzed.stdout)
+    assert result["faces"][0]["emotion"] == "happy"
+    # The music catalogue ships inside the wheel.
+    assert [r["kind"] for r in result["recommendations"]] == ["track"] * 5
     chat = run(production, "moodbot", "run", cwd=tmp_path, input="me.jpg\n/quit\n")
     assert chat.returncode == 0, chat.stderr
     assert "You look happy" in chat.stdout
@@ -109,3 +112,4 @@ def test_bench_smoke_run(production: Path, tmp_path: Path) -> None:
     assert result["latency_ms"]["640x480"]["n"] > 0
     assert result["baseline_latency_ms"]["640x480"]["n"] > 0
     assert result["rss_mb"] > 0 and result["baseline_rss_mb"] > 0
+    assert result["music"]["catalogue_tracks"] > 85_000

@@ -6,23 +6,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bot.core import REFUSALS, MoodService, Reply, Sender
+from bot.music import FALLBACK_REASONS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-# Spotify's fallback reasons, folded into a few label values (some carry an HTTP status).
-FALLBACK_REASONS = (
-    "not configured",
-    "timeout",
-    "rate limited",
-    "refused",
-    "service error",
-    "server error",
-    "unreachable",
-    "request failed",
-    "bad response",
-    "no results",
-    "unexpected error",
-)
 # From a phone upload to a busy CPU: 50 ms .. 30 s.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 
