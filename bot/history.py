@@ -312,6 +312,15 @@ def _checked_tracks(
     return [[platform, user_id, _require_text("track_id", t), when] for t in track_ids]
 
 
+def _tracks_limit(n: int) -> int:
+    """How many remembered tracks recent_track_ids(n) reads: 0 (none) to the most kept."""
+    return max(0, min(n, MAX_REMEMBERED_TRACKS))
+
+
+def _trim_tracks_params(platform: str, user_id: str) -> list[Any]:
+    return [platform, user_id, platform, user_id, MAX_REMEMBERED_TRACKS]
+
+
 def _merged(current: Preferences, mode: str | _Unset, genre: str | _Unset | None) -> Preferences:
     return Preferences(
         mode=current.mode if mode is _UNSET else mode,
@@ -646,9 +655,8 @@ class HistoryStore:
     @_guarded
     def recent_track_ids(self, platform: str, user_id: str, n: int) -> list[str]:
         """The Spotify ids of the last `n` tracks recommended to a user, newest first."""
-        if n <= 0:
+        if not (limit := _tracks_limit(n)):
             return []
-        limit = min(n, MAX_REMEMBERED_TRACKS)
         rows = self._db.query(SQL_RECENT_TRACKS, [platform, user_id, limit])
         return [row["track_id"] for row in rows]
 
@@ -660,8 +668,7 @@ class HistoryStore:
         rows = _checked_tracks(platform, user_id, track_ids, at)
         with self._write():
             self._db.conn.executemany(SQL_REMEMBER_TRACK, rows)
-            trim = [platform, user_id, platform, user_id, MAX_REMEMBERED_TRACKS]
-            self._db.execute(SQL_TRIM_TRACKS, trim)
+            self._db.execute(SQL_TRIM_TRACKS, _trim_tracks_params(platform, user_id))
 
     @_guarded
     def forget_user(self, platform: str, user_id: str) -> int:

@@ -30,7 +30,6 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.history import (
     _UNSET,
-    MAX_REMEMBERED_TRACKS,
     SQL_CHAT_LATEST,
     SQL_CORRECT,
     SQL_DELETE_OLDER,
@@ -61,6 +60,8 @@ from bot.history import (
     _require_text,
     _timestamp,
     _to_row,
+    _tracks_limit,
+    _trim_tracks_params,
     _Unset,
     _validate,
     correction_params,
@@ -355,9 +356,8 @@ class PostgresHistory:
 
     async def recent_track_ids(self, platform: str, user_id: str, n: int) -> list[str]:
         """The Spotify ids of the last `n` tracks recommended to a user, newest first."""
-        if n <= 0:
+        if not (limit := _tracks_limit(n)):
             return []
-        limit = min(n, MAX_REMEMBERED_TRACKS)
         rows = await self._rows(SQL_RECENT_TRACKS, [platform, user_id, limit])
         return [row["track_id"] for row in rows]
 
@@ -368,8 +368,7 @@ class PostgresHistory:
         rows = _checked_tracks(platform, user_id, track_ids, at)
         async with self.transaction() as conn, conn.cursor() as cursor:
             await cursor.executemany(pg(SQL_REMEMBER_TRACK), rows)
-            trim = [platform, user_id, platform, user_id, MAX_REMEMBERED_TRACKS]
-            await cursor.execute(pg(SQL_TRIM_TRACKS), trim)
+            await cursor.execute(pg(SQL_TRIM_TRACKS), _trim_tracks_params(platform, user_id))
 
     async def forget_user(self, platform: str, user_id: str) -> int:
         """Delete a user's moods in every chat of `platform`, preferences and track memory."""

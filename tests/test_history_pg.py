@@ -263,5 +263,5 @@ async def test_the_postgres_schema_has_no_room_for_images(postgres_url: str) -> 
         ).fetchall()
     assert binary == []
     assert [t for (t,) in tables] == [
-        "moodbot_migrations", "moods", "preferences", "telegram_inbox",
+        "moodbot_migrations", "moods", "preferences", "recommended_tracks", "telegram_inbox",
     ]  # fmt: skip
