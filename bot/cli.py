@@ -313,9 +313,10 @@ def db_copy(
         typer.echo(json.dumps(report.to_json()))
         return
     typer.echo(
-        f"Copied {report.moods_copied} moods ({report.moods_present} already there) and"
+        f"Copied {report.moods_copied} moods ({report.moods_present} already there),"
         f" {report.preferences_copied} preferences ({report.preferences_present} already"
-        f" there) from {sqlite_file} to {redacted_url(postgres_url)}"
+        f" there) and {report.tracks_copied} recommended tracks ({report.tracks_present}"
+        f" already there) from {sqlite_file} to {redacted_url(postgres_url)}"
     )
 
 

@@ -435,6 +435,8 @@ def insert_sql(table: str, row: dict[str, Any], *, unless: str = "") -> str:
 
 
 SQL_MOOD_OF_REQUEST = "SELECT id FROM moods WHERE request_id = ?"
+# Every table with its key, in the order `moodbot db copy` reads it.
+_KEY_ORDER = {"moods": "id", "preferences": "platform, user_id", "recommended_tracks": "id"}
 
 
 def insert_mood_sql(row: dict[str, Any]) -> str:
@@ -716,11 +718,11 @@ class HistoryStore:
         return updated
 
     def rows(self, table: str, batch: int = 1000) -> Iterator[list[dict[str, Any]]]:
-        """Every row of `table` ("moods" or "preferences") as stored, in batches, in key order.
+        """Every row of a table (moods, preferences, recommended_tracks) as stored, in batches.
 
         For `moodbot db copy`: the columns are the stored ones, whatever later migrations add.
         """
-        order = {"moods": "id", "preferences": "platform, user_id"}[table]
+        order = _KEY_ORDER[table]
         with _sqlite_errors(self.path):
             rows = self._db.query(f"SELECT * FROM {table} ORDER BY {order}")
             while chunk := list(itertools.islice(rows, batch)):

@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -446,11 +447,13 @@ class PostgresHistory:
 
     # --- moodbot db copy ------------------------------------------------------------------------
 
-    async def _copy_rows(self, table: str, rows: list[dict[str, Any]], key: str) -> int:
+    async def _copy_rows(self, table: str, rows: list[dict[str, Any]], key: str = "(id)") -> int:
         """Insert rows as they are, skipping keys already present; returns how many went in."""
         columns = list(rows[0])
         values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
-        overriding = " OVERRIDING SYSTEM VALUE" if table == "moods" else ""
+        # Tables keyed by an identity column keep the file's ids (that is what makes a rerun
+        # recognise its rows).
+        overriding = " OVERRIDING SYSTEM VALUE" if key == "(id)" else ""
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}){overriding} VALUES {values}"
             f" ON CONFLICT {key} DO NOTHING"
@@ -477,7 +480,7 @@ class PostgresHistory:
                     f"mood {row['id']} in {self.url} is not the file's: copy into an empty"
                     " database, or one this file was copied into before"
                 )
-        return await self._copy_rows("moods", rows, "(id)")
+        return await self._copy_rows("moods", rows)
 
     async def aclose(self) -> None:
         """Close every pooled connection; safe to call twice."""
@@ -501,6 +504,8 @@ class CopyReport:
     moods_present: int
     preferences_copied: int
     preferences_present: int
+    tracks_copied: int = 0  # the "no repeats" memory of recommended tracks
+    tracks_present: int = 0
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
@@ -519,23 +524,45 @@ async def copy_from_sqlite(sqlite_path: Path, url: str, *, batch: int = 1000) ->
     for that batch.
     """
     history = await PostgresHistory.open(url)  # creates or updates the schema
-    moods_copied = moods_present = prefs_copied = prefs_present = 0
     try:
         with HistoryStore(sqlite_path) as store:
-            for chunk in store.rows("moods", batch):
-                copied = await history._copy_moods(chunk)
-                moods_copied += copied
-                moods_present += len(chunk) - copied
-            for chunk in store.rows("preferences", batch):
-                copied = await history._copy_rows("preferences", chunk, "(platform, user_id)")
-                prefs_copied += copied
-                prefs_present += len(chunk) - copied
-        async with history.transaction() as conn:
-            # New moods must get ids after the copied ones.
-            await conn.execute(
-                "SELECT setval(pg_get_serial_sequence('moods', 'id'),"
-                " GREATEST((SELECT MAX(id) FROM moods), 1))"
+            moods = await _copy_table(store, "moods", history._copy_moods, batch)
+            prefs = await _copy_table(
+                store,
+                "preferences",
+                partial(history._copy_rows, "preferences", key=KEY_PREFS),
+                batch,
             )
+            tracks = await _copy_table(
+                store,
+                "recommended_tracks",
+                partial(history._copy_rows, "recommended_tracks"),
+                batch,
+            )
+        async with history.transaction() as conn:
+            for table in ("moods", "recommended_tracks"):
+                # New rows must get ids after the copied ones.
+                await conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f" GREATEST((SELECT MAX(id) FROM {table}), 1))"
+                )
     finally:
         await history.aclose()
-    return CopyReport(moods_copied, moods_present, prefs_copied, prefs_present)
+    return CopyReport(*moods, *prefs, *tracks)
+
+
+async def _copy_table(
+    store: HistoryStore,
+    table: str,
+    insert: Callable[[list[dict[str, Any]]], Awaitable[int]],
+    batch: int,
+) -> tuple[int, int]:
+    """(rows copied, rows already there) for one table, batch by batch."""
+    copied = present = 0
+    for chunk in store.rows(table, batch):
+        done = await insert(chunk)
+        copied, present = copied + done, present + len(chunk) - done
+    return copied, present
+
+
+KEY_PREFS = "(platform, user_id)"  # the preferences' key: an ON CONFLICT target

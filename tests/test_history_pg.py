@@ -211,16 +211,19 @@ async def test_db_copy_moves_everything_once_and_reports_counts(
             rows[1], "telegram", "u1", "sad", since=T0 - timedelta(days=1), at=T0
         )
         await source.set_preferences("telegram", "u1", mode="calm", genre="jazz")
+        await source.remember_tracks("telegram", "u1", ["t1", "t2"], T0)
         expected = {user: await source.recent("telegram", user) for user in ("u1", "u2")}
 
     first = db_copy(str(sqlite_file), postgres_url)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout) == {
         "moods_copied": 4, "moods_present": 0, "preferences_copied": 1, "preferences_present": 0,
+        "tracks_copied": 2, "tracks_present": 0,
     }  # fmt: skip
     again = db_copy(str(sqlite_file), postgres_url)
     assert json.loads(again.stdout) == {
         "moods_copied": 0, "moods_present": 4, "preferences_copied": 0, "preferences_present": 1,
+        "tracks_copied": 0, "tracks_present": 2,
     }  # fmt: skip
 
     async with await open_history(postgres_url) as target:
@@ -229,6 +232,8 @@ async def test_db_copy_moves_everything_once_and_reports_counts(
             assert copied == entries and [e.id for e in copied] == [e.id for e in entries]
         assert (await target.recent("telegram", "u1"))[-1].predicted == "happy"
         assert (await target.get_preferences("telegram", "u1")).genre == "jazz"
+        assert await target.recent_track_ids("telegram", "u1", 5) == ["t2", "t1"]
+        await target.remember_tracks("telegram", "u1", ["t3"], T0)  # ids go on after the copy
         # New ids go on after the copied ones (the identity would collide at 1 otherwise).
         new_id = await target.record(entry(minutes=99))
         assert new_id > max(e.id or 0 for entries in expected.values() for e in entries)
