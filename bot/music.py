@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,30 @@ def track_recommendation(track: Track, genre: str | None = None) -> Recommendati
     )
 
 
+class MusicSource(StrEnum):
+    """Where a suggestion's links come from."""
+
+    CATALOGUE = "catalogue"  # Spotify added nothing (fallback_reason says why)
+    CATALOGUE_AND_SPOTIFY = "catalogue+spotify"  # the tracks and a Spotify playlist
+
+
+class FallbackReason(StrEnum):
+    """Why Spotify added nothing; `fallback_reason` starts with one (a refusal adds its HTTP
+    status: "refused (403)"), and /metrics counts them by these names."""
+
+    NOT_CONFIGURED = "not configured"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate limited"
+    REFUSED = "refused"
+    SERVICE_ERROR = "service error"
+    SERVER_ERROR = "server error"
+    UNREACHABLE = "unreachable"
+    REQUEST_FAILED = "request failed"
+    BAD_RESPONSE = "bad response"
+    NO_RESULTS = "no results"
+    UNEXPECTED_ERROR = "unexpected error"
+
+
 @dataclass(frozen=True)
 class MusicSuggestion:
     """What we suggest for one emotion, and how we got there."""
@@ -181,8 +206,8 @@ class MusicSuggestion:
     genre: str | None
     widened: bool  # the genre (or the catalogue) had too few tracks inside the target's region
     recommendations: tuple[Recommendation, ...]
-    source: str  # "catalogue" | "catalogue+spotify"
-    fallback_reason: str | None  # why Spotify added nothing (None when it did)
+    source: MusicSource
+    fallback_reason: str | None  # why Spotify added nothing: a FallbackReason (None when it did)
 
     @property
     def track_ids(self) -> tuple[str, ...]:
@@ -198,7 +223,7 @@ class MusicSuggestion:
 class MusicServiceError(Exception):
     """The music service could not answer"""
 
-    reason = "service error"
+    reason: str = FallbackReason.SERVICE_ERROR
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(f"{self.__doc__} ({detail})" if detail else self.__doc__)
@@ -207,7 +232,7 @@ class MusicServiceError(Exception):
 class RateLimited(MusicServiceError):
     """Spotify rate limit reached"""
 
-    reason = "rate limited"
+    reason = FallbackReason.RATE_LIMITED
 
     def __init__(self, retry_after: float) -> None:
         self.retry_after = retry_after
@@ -219,14 +244,14 @@ class ServiceRefused(MusicServiceError):
 
     def __init__(self, status: int) -> None:
         self.status = status
-        self.reason = f"refused ({status})"
+        self.reason = f"{FallbackReason.REFUSED} ({status})"
         super().__init__(f"HTTP {status}")
 
 
 class ServiceUnavailable(MusicServiceError):
     """Spotify is unavailable"""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: FallbackReason) -> None:
         self.reason = reason
         super().__init__(reason)
 
@@ -234,7 +259,7 @@ class ServiceUnavailable(MusicServiceError):
 class BadResponse(MusicServiceError):
     """Spotify answered with something unexpected"""
 
-    reason = "bad response"
+    reason = FallbackReason.BAD_RESPONSE
 
 
 # --- Spotify client --------------------------------------------------------------------------
@@ -286,7 +311,7 @@ def _from_status(status: int, headers: Any = None) -> MusicServiceError:
     if status == 429:
         return RateLimited(_retry_after(headers))
     if status >= 500:
-        return ServiceUnavailable("server error")
+        return ServiceUnavailable(FallbackReason.SERVER_ERROR)
     if status >= 400:
         return ServiceRefused(status)
     return BadResponse(f"HTTP {status}")
@@ -382,37 +407,21 @@ class SpotifySearch:
         except SpotifyOauthError as exc:
             raise _from_token_error(exc) from exc
         except requests.Timeout as exc:
-            raise ServiceUnavailable("timeout") from exc
+            raise ServiceUnavailable(FallbackReason.TIMEOUT) from exc
         except requests.ConnectionError as exc:
-            raise ServiceUnavailable("unreachable") from exc
+            raise ServiceUnavailable(FallbackReason.UNREACHABLE) from exc
         except (ValueError, KeyError, TypeError) as exc:  # e.g. a token answer that isn't JSON
             raise BadResponse() from exc
         except requests.RequestException as exc:
-            raise ServiceUnavailable("request failed") from exc
+            raise ServiceUnavailable(FallbackReason.REQUEST_FAILED) from exc
         # spotipy turns a 200 whose body is not JSON into None.
         return _items(data, kind)
 
 
 # --- Recommender -----------------------------------------------------------------------------
 
-NOT_CONFIGURED = "not configured"
-TIMEOUT = "timeout"
-NO_RESULTS = "no results"
-# Every reason a reply can come without its Spotify playlist, as `fallback_reason` starts
-# (a refusal adds its HTTP status: "refused (403)"); /metrics counts them by these names.
-FALLBACK_REASONS = (
-    NOT_CONFIGURED,
-    TIMEOUT,
-    RateLimited.reason,
-    "refused",
-    MusicServiceError.reason,
-    "server error",
-    "unreachable",
-    "request failed",
-    BadResponse.reason,
-    NO_RESULTS,
-    "unexpected error",
-)
+NOT_CONFIGURED = FallbackReason.NOT_CONFIGURED
+FALLBACK_REASONS: tuple[str, ...] = tuple(FallbackReason)
 
 # Spotify calls run on their own few threads. A call abandoned at the deadline keeps its thread
 # until the HTTP timeout ends it; on the loop's default executor (min(32, cores + 4) threads) a
@@ -532,7 +541,7 @@ class MusicRecommender:
             genre=picked.genre,
             widened=picked.widened,
             recommendations=tracks + playlist,
-            source="catalogue" if reason else "catalogue+spotify",
+            source=MusicSource.CATALOGUE if reason else MusicSource.CATALOGUE_AND_SPOTIFY,
             fallback_reason=reason,
         )
 
@@ -545,14 +554,14 @@ class MusicRecommender:
                 # A few playlists, because Spotify pads playlist results with nulls.
                 found = await self._call(self._spotify.search_playlists, query, 5, deadline)
         except TimeoutError:
-            return (), TIMEOUT
+            return (), FallbackReason.TIMEOUT
         except MusicServiceError as exc:
             return (), exc.reason
         except Exception:
             # A bug or an unforeseen spotipy failure must still leave the user with music.
             logger.exception("Unexpected failure while searching Spotify")
-            return (), "unexpected error"
-        return (tuple(found[:1]), None) if found else ((), NO_RESULTS)
+            return (), FallbackReason.UNEXPECTED_ERROR
+        return (tuple(found[:1]), None) if found else ((), FallbackReason.NO_RESULTS)
 
     async def _call(
         self,
