@@ -41,6 +41,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _run(command: list[str], cwd: Path) -> None:
+    """Run a server command; its own error output on failure, not just an exit status."""
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=START_TIMEOUT_S * 4
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr or done.stdout}")
+
+
 def _wait_for(check, what: str, timeout: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -98,13 +107,9 @@ class PostgresServer:
 
     def _pg_ctl(self, *args: str) -> None:
         assert self.bin and self.data
-        subprocess.run(
-            [*self._as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), *args],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=START_TIMEOUT_S + 5,
-        )
+        # cwd: a folder the postgres user may enter.
+        _run([*self._as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), *args],
+             cwd=self.data.parent)  # fmt: skip
 
     def start(self) -> None:
         """Start the private server and wait until it accepts connections."""
@@ -139,9 +144,10 @@ def postgres_server() -> Iterator[PostgresServer]:
     # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
     as_user: list[str] = []
     if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
+        runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+        if runuser is None:
             missing_server("running as root without runuser to start PostgreSQL as postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
+        as_user = [str(runuser), "-u", "postgres", "--"]
     root = Path(tempfile.mkdtemp(prefix="moodbot-pg-"))
     data = root / "data"
     if as_user:
@@ -150,11 +156,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer(url="", bin=bin_dir, data=data, port=free_port(), _as_user=as_user)
     server.url = f"postgresql://moodbot@127.0.0.1:{server.port}/postgres"
     try:
-        subprocess.run(
-            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "moodbot",
-             "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
-        )  # fmt: skip
+        _run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "moodbot",
+             "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"], cwd=root)  # fmt: skip
         server.start()
         yield server
     finally:
