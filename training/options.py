@@ -62,10 +62,13 @@ def _options(recipe: type) -> list[inspect.Parameter]:
         if "help" not in field.metadata:
             continue
         option = field.metadata["option"] or "--" + field.name.replace("_", "-")
-        shown = "none" if field.default is None or field.default == () else field.default
+        help_text = field.metadata["help"]
+        if "(default" not in help_text:  # a help that names its default says it better
+            shown = "none" if field.default is None or field.default == () else field.default
+            help_text += f" (default: {shown})"
         info = typer.Option(
             option,
-            help=f"{field.metadata['help']} (default: {shown})",
+            help=help_text,
             envvar=field.metadata["envvar"],
             show_default=False,
         )

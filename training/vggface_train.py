@@ -17,9 +17,9 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,16 +33,14 @@ from training.bundle import MODEL_FILE, ModelCard, inference_copy, write_bundle
 from training.data import class_weights
 from training.metrics import classification_report, plot_curves
 from training.vggface import (
-    ARCHITECTURES,
-    MIN_INPUT_SIDE,
     build_vggface,
     normalization_for,
     resolve_weights,
 )
+from training.vggface_recipe import VGGFaceTrainConfig
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["frozen", "finetune"]
 CURVES_FILE = "curves.png"
 HISTORY_FILE = "history.csv"
 
@@ -56,49 +54,6 @@ class TrainError(Exception):
 
 class NotEnoughData(TrainError):
     """The dataset is too small to train on."""
-
-
-@dataclass
-class VGGFaceTrainConfig:
-    """Every knob of a run; the defaults are the original project's."""
-
-    architecture: str = "resnet50"
-    weights: Path | None = None  # a keras-vggface notop file; None trains from random weights
-    mode: Mode = "frozen"
-    input_size: int = 224
-    pooling: Literal["avg", "max"] | None = None
-    epochs: int = 300
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    patience: int = 30
-    lr_patience: int = 0  # >0: halve the learning rate after this many flat epochs
-    val_split: float = 0.2
-    val_dir: Path | None = None
-    class_weights: bool = True
-    flip: bool = False  # random horizontal flips (finetune mode only)
-    seed: int = 1337
-    limit_per_class: int | None = None
-    cache_dir: Path | None = None  # features and checkpoints; default: <output>-work
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"
-            )
-        if self.mode not in ("frozen", "finetune"):
-            raise ValueError(f"mode must be 'frozen' or 'finetune', got {self.mode!r}")
-        if self.input_size < MIN_INPUT_SIDE:
-            raise ValueError(f"input_size must be >= {MIN_INPUT_SIDE}, got {self.input_size!r}")
-        if not 0.0 < self.val_split < 1.0 and self.val_dir is None:
-            raise ValueError(f"val_split must be within (0, 1), got {self.val_split!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        self.name = self.name or f"vggface-{self.architecture}-emotion"
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
 @dataclass
