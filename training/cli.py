@@ -23,6 +23,7 @@ from ml.faces import CROP_MARGIN
 from ml.quiet import import_tensorflow_quietly
 from training.options import recipe_from, with_recipe_options
 from training.train import CompactRecipe
+from training.vggface_recipe import VGGFaceTrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -52,11 +53,6 @@ class ArchitectureChoice(StrEnum):
     vgg16 = "vgg16"
     resnet50 = "resnet50"
     senet50 = "senet50"
-
-
-class ModeChoice(StrEnum):
-    frozen = "frozen"
-    finetune = "finetune"
 
 
 @contextmanager
@@ -196,12 +192,10 @@ def download_weights_command(
 # --- train-vggface ------------------------------------------------------------------------------
 
 
+@with_recipe_options(VGGFaceTrainConfig)
 def train_vggface_command(
     data_dir: Annotated[Path, typer.Argument(help="Face crops, one folder per class.")],
     output_dir: Annotated[Path, typer.Argument(help="The model bundle to write.")],
-    architecture: Annotated[
-        ArchitectureChoice, typer.Option(envvar="MOODBOT_VGGFACE_ARCH")
-    ] = ArchitectureChoice.resnet50,
     weights: Annotated[
         str | None,
         typer.Option(
@@ -210,53 +204,21 @@ def train_vggface_command(
             "none trains from random weights.",
         ),
     ] = None,
-    mode: Annotated[
-        ModeChoice, typer.Option(help="frozen: cache features, train the head; finetune: all.")
-    ] = ModeChoice.frozen,
-    input_size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
-    epochs: Annotated[int, typer.Option()] = 300,
-    batch_size: Annotated[int, typer.Option()] = 16,
-    learning_rate: Annotated[float, typer.Option()] = 1e-4,
-    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs).")] = 30,
-    lr_patience: Annotated[int, typer.Option(help="Halve the LR after N flat epochs.")] = 0,
-    val_split: Annotated[float, typer.Option(help="Validation share of each class.")] = 0.2,
-    val_dir: Annotated[Path | None, typer.Option(help="A separate validation set.")] = None,
-    class_weights: Annotated[bool, typer.Option(help="Balance classes in the loss.")] = True,
-    flip: Annotated[bool, typer.Option(help="Random horizontal flips (finetune).")] = False,
-    seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
-    limit_per_class: Annotated[int | None, typer.Option()] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(envvar="MOODBOT_FEATURE_CACHE", help="Features and checkpoints."),
-    ] = None,
-    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    **knobs: Any,
 ) -> None:
-    """Train the original project's VGG-Face model and write a bundle the bot can load."""
+    """Train the original project's VGG-Face model and write a bundle the bot can load.
+
+    Every option after --quiet is a field of training.vggface_recipe.VGGFaceTrainConfig.
+    """
     from training.vggface import resolve_weights
-    from training.vggface_train import VGGFaceTrainConfig, train_vggface
+    from training.vggface_train import train_vggface
 
     _logging()
     with _reported("train-vggface"):
-        config = VGGFaceTrainConfig(
-            architecture=architecture.value,
-            weights=resolve_weights(weights, architecture.value),
-            mode=mode.value,  # type: ignore[arg-type]
-            input_size=input_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            patience=patience,
-            lr_patience=lr_patience,
-            val_split=val_split,
-            val_dir=val_dir,
-            class_weights=class_weights,
-            flip=flip,
-            seed=seed,
-            limit_per_class=limit_per_class,
-            cache_dir=cache_dir,
-            name=name,
-        )
+        architecture = knobs["architecture"] or VGGFaceTrainConfig.architecture
+        resolved = resolve_weights(weights, architecture)
+        config = recipe_from(VGGFaceTrainConfig, knobs, weights=resolved)
         result = train_vggface(data_dir, output_dir, config, progress=not quiet)
     metrics = result.metrics
     typer.echo(
