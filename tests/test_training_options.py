@@ -26,7 +26,11 @@ def test_a_knob_is_an_option_and_only_given_options_override_the_recipe() -> Non
 
     @app.command()
     @with_recipe_options(Recipe)
-    def run(name: Annotated[str, typer.Argument()], **knobs: Any) -> None:
+    def run(
+        name: Annotated[str, typer.Argument()],
+        loud: Annotated[bool, typer.Option("--shout", help="The command's own option.")] = False,
+        **knobs: Any,
+    ) -> None:
         seen.append(recipe_from(Recipe, knobs))
 
     runner = CliRunner()
@@ -37,6 +41,7 @@ def test_a_knob_is_an_option_and_only_given_options_override_the_recipe() -> Non
     assert seen == [Recipe(rate=0.5, teachers=("a", "b")), Recipe()]
     helped = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
     assert "Epochs. (default: 3)" in helped and "--lr" in helped and "--hidden" not in helped
+    assert "--shout" in helped and "The command's own option." in helped  # kept as declared
     assert runner.invoke(app, ["x", "--hidden", "1"]).exit_code == 2
 
 
@@ -47,4 +52,9 @@ def test_moodbot_train_offers_every_knob_of_the_compact_recipe() -> None:
     for option in ("--epochs", "--mixup", "--teacher", "--time-limit", "--seed", "--name"):
         assert f"{option} " in helped
     assert "--dropout" not in helped  # a field without knob() stays out of the command line
+    assert "Continue from this bundle's weights." in helped
+    vggface = CliRunner().invoke(app, ["train-vggface", "--help"], env={"COLUMNS": "200"}).output
+    assert "MOODBOT_VGGFACE_WEIGHTS" in vggface and "vgg16|resnet50|senet50" in vggface
+    preprocess = CliRunner().invoke(app, ["preprocess", "--help"], env={"COLUMNS": "200"}).output
+    assert "--json " in preprocess and "--format " in preprocess and "png|jpg" in preprocess
     assert CompactRecipe().epochs == 60

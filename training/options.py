@@ -32,7 +32,7 @@ def with_recipe_options(recipe: type) -> Callable[[F], F]:
     """Add an option for every `knob` of `recipe` to a command that takes `**knobs`."""
 
     def decorate(command: F) -> F:
-        signature = inspect.signature(command)
+        signature = inspect.signature(command, eval_str=True)  # Annotated objects, not strings
         own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         added = list(_options(recipe))
         command.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
