@@ -13,15 +13,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ml.faces import CROP_MARGIN
 from ml.quiet import import_tensorflow_quietly
 from training.options import recipe_from, with_recipe_options
+from training.preprocess import CropSettings
 from training.train import CompactRecipe
 from training.vggface_recipe import VGGFaceTrainConfig
 
@@ -37,16 +38,6 @@ app = typer.Typer(
 log = logging.getLogger(__name__)
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-
-
-class ColorChoice(StrEnum):
-    rgb = "rgb"
-    grayscale = "grayscale"
-
-
-class FormatChoice(StrEnum):
-    png = "png"
-    jpg = "jpg"
 
 
 class ArchitectureChoice(StrEnum):
@@ -91,24 +82,10 @@ def _logging(verbose: bool = False) -> None:
 # --- preprocess ---------------------------------------------------------------------------------
 
 
+@with_recipe_options(CropSettings)
 def preprocess_command(
     input_dir: Annotated[Path, typer.Argument(help="AIHub layout, folder per class, or names.")],
     output_dir: Annotated[Path, typer.Argument(help="Where <label>/<name>.png crops go.")],
-    size: Annotated[
-        int, typer.Option(envvar="MOODBOT_CROP_SIZE", help="Side of the square crops.")
-    ] = 224,
-    color: Annotated[
-        ColorChoice, typer.Option(envvar="MOODBOT_CROP_COLOR", help="rgb for VGG-Face.")
-    ] = ColorChoice.rgb,
-    margin: Annotated[
-        float, typer.Option(envvar="MOODBOT_CROP_MARGIN", help="Face size added per side.")
-    ] = CROP_MARGIN,
-    level: Annotated[
-        bool, typer.Option(envvar="MOODBOT_CROP_LEVEL", help="Rotate so the eyes are level.")
-    ] = True,
-    image_format: Annotated[
-        FormatChoice, typer.Option("--format", envvar="MOODBOT_CROP_FORMAT")
-    ] = FormatChoice.png,
     retry_failed: Annotated[
         bool, typer.Option(help="Try again the images an earlier run found no face in.")
     ] = False,
@@ -116,23 +93,23 @@ def preprocess_command(
     summary_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON.")
     ] = False,
+    **knobs: Any,
 ) -> None:
-    """Crop the largest face of every image (MTCNN, as the bot does); resumable."""
-    from training.preprocess import CropSettings, preprocess
+    """Crop the largest face of every image (MTCNN, as the bot does); resumable.
+
+    Every option after --json is a field of training.preprocess.CropSettings.
+    """
+    from training.preprocess import preprocess
 
     _logging()
     with _reported("preprocess"):
-        CropSettings(size, color.value, margin, level, image_format.value)  # type: ignore[arg-type]
+        settings = recipe_from(CropSettings, knobs)  # bad values fail here, before any work
         summary = preprocess(
             input_dir,
             output_dir,
-            size=size,
-            color=color.value,  # type: ignore[arg-type]
-            margin=margin,
-            level=level,
-            image_format=image_format.value,  # type: ignore[arg-type]
             retry_failed=retry_failed,
             limit_per_class=limit_per_class,
+            **asdict(settings),
         )
     if summary_json:
         typer.echo(json.dumps(summary.to_json(), ensure_ascii=False, indent=2))

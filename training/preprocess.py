@@ -26,6 +26,7 @@ from ml.errors import ImageTooLarge, MLError
 from ml.faces import CROP_MARGIN, FaceDetector
 from ml.pipeline import FacePipeline, Framing
 from training.aihub import DatasetError, Problem, Sample, scan_dataset
+from training.options import knob
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,14 @@ class SettingsMismatch(PreprocessError):
 class CropSettings:
     """How faces are found and cropped; part of the summary so a resumed run can check them."""
 
-    size: int = 224
-    color: Color = "rgb"
-    margin: float = CROP_MARGIN
-    level: bool = True
-    image_format: ImageFormat = "png"
+    # A field made with knob() is also an option of `moodbot preprocess` (training/options.py).
+    size: int = knob(224, "Side of the square crops.", envvar="MOODBOT_CROP_SIZE")
+    color: Color = knob("rgb", "rgb for VGG-Face.", envvar="MOODBOT_CROP_COLOR")
+    margin: float = knob(CROP_MARGIN, "Face size added per side.", envvar="MOODBOT_CROP_MARGIN")
+    level: bool = knob(True, "Rotate so the eyes are level.", envvar="MOODBOT_CROP_LEVEL")
+    image_format: ImageFormat = knob(
+        "png", "Image format of the crops.", option="--format", envvar="MOODBOT_CROP_FORMAT"
+    )
     detect_max_side: int = 640
     min_face_size: int = 20
 
@@ -111,22 +115,17 @@ def preprocess(
     input_dir: Path,
     output_dir: Path,
     *,
-    size: int = 224,
-    color: Color = "rgb",
-    margin: float = 0.2,
-    level: bool = True,
-    image_format: ImageFormat = "png",
-    detect_max_side: int = 640,
-    min_face_size: int = 20,
     retry_failed: bool = False,
     limit_per_class: int | None = None,
     detector: FaceDetector | None = None,
     progress: bool = True,
+    **crop: Any,
 ) -> PreprocessSummary:
-    """Crop the largest face of every image of `input_dir` into `output_dir/<label>/`."""
-    settings = CropSettings(
-        size, color, margin, level, image_format, detect_max_side, min_face_size
-    )
+    """Crop the largest face of every image of `input_dir` into `output_dir/<label>/`.
+
+    `crop`: CropSettings fields (size=224, color="rgb", margin, ...).
+    """
+    settings = CropSettings(**crop)
     # Absolute paths, so a resumed run recognises earlier failures however the path is given.
     input_dir = Path(input_dir).expanduser().resolve()
     output_dir = Path(output_dir).expanduser().resolve()
@@ -141,7 +140,7 @@ def preprocess(
     try:
         if todo:
             detector = detector or FaceDetector(
-                detect_max_side=detect_max_side, min_face_size=min_face_size
+                detect_max_side=settings.detect_max_side, min_face_size=settings.min_face_size
             )
             # Full-resolution decoding (the default limits) and every face found: a training
             # crop keeps all the pixels its size can use; the summary counts the extra faces.
