@@ -305,13 +305,7 @@ def eval_command(
     """Accuracy over all images, then accuracy, macro-F1, per-class scores, confusion and ms
     per face on the classes each model knows."""
     from ml.models import DEFAULT_MODEL
-    from training.evaluate import (
-        describe_problems,
-        evaluate,
-        format_report,
-        save_confusion_png,
-        save_predictions_csv,
-    )
+    from training.evaluate import evaluate
 
     _logging()
     with _reported("eval"):
@@ -325,16 +319,21 @@ def eval_command(
             tta_flip=tta_flip,
             batch_size=batch_size,
         )
-    for line in describe_problems(report):
+    _eval_outputs(report, as_json, png, predictions)
+
+
+def _eval_outputs(report: Any, as_json: bool, png: Path | None, predictions: Path | None) -> None:
+    """What was left out on stderr, the files asked for, then the report on stdout."""
+    from training import evaluate
+
+    for line in evaluate.describe_problems(report):
         typer.echo(f"moodbot eval: {line}", err=True)
     if png:
-        save_confusion_png(report.results, png)
+        evaluate.save_confusion_png(report.results, png)
     if predictions:
-        save_predictions_csv(report.results, predictions)
-    if as_json:
-        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
-    else:
-        typer.echo(format_report(report))
+        evaluate.save_predictions_csv(report.results, predictions)
+    text = json.dumps(report.to_json(), ensure_ascii=False) if as_json else None
+    typer.echo(text or evaluate.format_report(report))
 
 
 # Commands that write a bundle without training can score it on the spot.
