@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import aiohttp
 import psycopg
 import pytest
 
@@ -184,3 +185,24 @@ async def test_without_the_database_updates_are_still_answered(
     assert answer.text == "Your history is not available right now. Please try again later."
     assert await fake.deliver(endpoint, {"nonsense": True}, secret=SECRET) == 400
     assert await fake.deliver(endpoint, text_update(9, ALICE), secret="wrong") == 403
+
+
+async def test_healthz_checks_the_postgres_database_it_really_uses(
+    engine: EmotionEngine, history: PostgresHistory
+) -> None:
+    from bot.web import WebServer
+
+    server = WebServer(MoodService(engine, MusicRecommender(None), history), port=0)
+    url = await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/healthz") as response:
+                assert response.status == 200
+                assert (await response.json())["database"] == {"writable": True}
+            await history.aclose()  # the database is gone for this replica
+            async with http.get(f"{url}/healthz") as response:
+                body = await response.json()
+        assert response.status == 503 and body["database"]["writable"] is False
+        assert "closed" in body["database"]["error"]
+    finally:
+        await server.close(5)
