@@ -1,7 +1,9 @@
 """`moodbot stats`: how often people corrected the model, read from the history database.
 
 The predicted-vs-corrected matrix is the model's real-world confusion, as the people in the
-photos see it: one row per emotion the model read, one column per emotion they chose.
+photos see it: one row per emotion the model read, one column per emotion they chose. It counts
+rows as they are now (a mood corrected twice counts once, with its last choice), whereas the
+`moodbot_corrections_total` counter on /metrics counts every correction as it happens.
 """
 
 from __future__ import annotations
