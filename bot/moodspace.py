@@ -114,14 +114,29 @@ def blend(targets: Iterable[tuple[Target, float]]) -> Target:
     return Target(round(valence, 3), round(energy, 3))
 
 
-def nearest_mood(target: Target) -> str:
-    """The mood whose place is closest to `target` (to describe a blended target)."""
+# Lift and calm move towards brighter or calmer music: they are described by these places only,
+# so that calming anger never reads "restless, uneasy songs".
+SETTLED_MOODS: tuple[str, ...] = ("happy", "surprise", "embarrassed", "neutral", "calm")
+
+
+def nearest_mood(target: Target, among: Iterable[str] = tuple(PLACES)) -> str:
+    """The mood (of `among`) whose place is closest to `target`."""
     return min(
-        PLACES,
+        among,
         key=lambda m: (
             (PLACES[m].valence - target.valence) ** 2 + (PLACES[m].energy - target.energy) ** 2
         ),
     )
+
+
+def describing_mood(emotion: str, mode: str, target: Target, *, blended: bool = False) -> str:
+    """The mood whose sound words describe `target`: the emotion's own in match mode, the
+    nearest settled place for a lift or a calm, the nearest of all for a group's blend."""
+    if blended:
+        return nearest_mood(target)
+    if mode == "match":
+        return emotion
+    return nearest_mood(target, SETTLED_MOODS)
 
 
 def recency_weight(age_hours: float, half_life_hours: float = 6.0) -> float:

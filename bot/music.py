@@ -27,7 +27,7 @@ from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyClientCredentials
 
 from bot.catalogue import DEFAULT_PATH, TRACK_URL, Catalogue, Track
-from bot.moodspace import Target, nearest_mood, target_for
+from bot.moodspace import Target, describing_mood, target_for
 from bot.picker import DEFAULT_COUNT, MAX_COUNT, Pick, Picker
 from bot.redact import redact_authorization
 from ml.labels import EMOTIONS, MODES, emotion_for
@@ -537,7 +537,7 @@ class MusicRecommender:
             emotion=emotion,
             mode=mode,
             target=picked.target,
-            sound=emotion if target is None and mode == "match" else nearest_mood(picked.target),
+            sound=describing_mood(emotion, mode, picked.target, blended=target is not None),
             genre=picked.genre,
             widened=picked.widened,
             recommendations=tracks + playlist,

@@ -14,8 +14,10 @@ from bot.moodspace import (
     HALF_WIDTH,
     MODES,
     PLACES,
+    SETTLED_MOODS,
     Target,
     blend,
+    describing_mood,
     nearest_mood,
     recency_weight,
     target_for,
@@ -88,6 +90,17 @@ def test_calm_lowers_energy_and_moves_valence_towards_middling_high() -> None:
         match, calm = target_for(mood), target_for(mood, "calm")
         assert calm.energy <= match.energy and calm.energy >= min(match.energy, 0.2)
         assert abs(calm.valence - 0.6) <= abs(match.valence - 0.6)
+
+
+def test_moves_are_described_by_a_settled_place() -> None:
+    # Calming anger must not read "restless, uneasy songs".
+    assert describing_mood("angry", "calm", target_for("angry", "calm")) == "embarrassed"
+    assert describing_mood("sad", "lift", target_for("sad", "lift")) == "neutral"
+    assert describing_mood("sad", "match", target_for("sad")) == "sad"
+    for mood in PLACES:
+        for mode in ("lift", "calm"):
+            assert describing_mood(mood, mode, target_for(mood, mode)) in SETTLED_MOODS
+    assert describing_mood("happy", "match", Target(0.2, 0.65), blended=True) == "fear"
 
 
 def test_unknown_mode_is_refused() -> None:
