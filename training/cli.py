@@ -418,6 +418,108 @@ def _score_into_card(bundle: Path, val_dir: Path, card: Any) -> None:
     rewrite_card(bundle, resolve_model(bundle)[0], card)
 
 
+def split_command(
+    root: Annotated[Path, typer.Argument(help="Images in one folder per class.")],
+    output_dir: Annotated[Path, typer.Argument(help="Gets train/<class>/ and val/<class>/ links.")],
+    by: Annotated[
+        str, typer.Option(help="person (AIHub), film (SFEW), or file (a random split).")
+    ] = "person",
+    val_share: Annotated[float, typer.Option(help="Share of the groups held out.")] = 0.2,
+) -> None:
+    """Split a dataset into train and val by person or film, never putting one on both sides."""
+    from training.sources import split_folder
+
+    _logging()
+    with _reported("split"):
+        counts = split_folder(root, output_dir, by, val_share)
+    for side, c in counts.items():
+        typer.echo(f"{side}: {c['images']} images of {c['groups']} groups ({by})")
+
+
+def train_joint_command(
+    output_dir: Annotated[Path, typer.Argument(help="Run folder: epochs.jsonl, bundle/.")],
+    data: Annotated[
+        list[Path],
+        typer.Option(help="A dataset folder with train/ and val/ class folders; repeat."),
+    ],
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start from this compact bundle's trunk.")
+    ] = None,
+    per_epoch: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=COUNT: faces drawn from dataset NAME each epoch; repeat."),
+    ] = None,
+    union_weight: Annotated[
+        float,
+        typer.Option(help="0: each face's loss over its dataset's labels; 1: over all labels."),
+    ] = 0.25,
+    epochs: Annotated[int, typer.Option()] = 12,
+    learning_rate: Annotated[float, typer.Option()] = 5e-4,
+    width: Annotated[int, typer.Option(help="Channels of the first stage (new models).")] = 56,
+    input_size: Annotated[int, typer.Option()] = 48,
+    color: Annotated[ColorChoice, typer.Option()] = ColorChoice.grayscale,
+    erasing: Annotated[float, typer.Option()] = 0.25,
+    time_limit: Annotated[float | None, typer.Option(help="Minutes of training epochs.")] = None,
+    seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
+    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet-real",
+) -> None:
+    """Train one model over datasets with different label sets; select on all their vals."""
+    from training.joint import JointRecipe, train_joint
+
+    _logging()
+    with _reported("train-joint"):
+        recipe = JointRecipe(
+            input_size=input_size,
+            color=color.value,
+            width=width,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            erasing=erasing,
+            union_weight=union_weight,
+            per_epoch=_counts(per_epoch or []),
+            time_limit_minutes=time_limit,
+            seed=seed,
+            name=name,
+        )
+        metrics = train_joint(data, output_dir, recipe=recipe, init_from=init_from)
+    names = [d.name for d in data]
+    typer.echo(
+        f"Wrote {output_dir / 'bundle'}: "
+        + ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
+        + f" (epoch {metrics['selected_epoch']})."
+    )
+
+
+def _counts(pairs: list[str]) -> dict[str, int]:
+    counts = {}
+    for pair in pairs:
+        name, sep, count = pair.partition("=")
+        if not sep or not count.isdigit():
+            raise ValueError(f"--per-epoch takes NAME=COUNT, got {pair!r}")
+        counts[name] = int(count)
+    return counts
+
+
+def probe_command(
+    output: Annotated[Path, typer.Argument(help="JSON file for the results.")],
+    data: Annotated[list[Path], typer.Option(help="Dataset folder (train/, val/); repeat.")],
+    person_split: Annotated[Path, typer.Option(help="AIHub split by person.")],
+    random_split: Annotated[Path, typer.Option(help="The same AIHub faces split at random.")],
+    model: Annotated[Path, typer.Option(help="Compact bundle whose features to probe.")] = Path(
+        "ml/bundles/moodnet"
+    ),
+) -> None:
+    """Softmax probes on frozen features: label schemes compared, split inflation shown."""
+    from training.probe import run_probes
+
+    _logging()
+    with _reported("probe"):
+        results = run_probes(model, data, person_split, random_split)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    typer.echo(json.dumps(results, indent=1))
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "preprocess": preprocess_command,
     "train": train_command,
@@ -427,6 +529,9 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "eval": eval_command,
     "ensemble": ensemble_command,
     "views": views_command,
+    "split": split_command,
+    "train-joint": train_joint_command,
+    "probe": probe_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)

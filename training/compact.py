@@ -48,13 +48,14 @@ def compact_cnn(
     width: int = 32,
     blocks: tuple[int, int, int] = (1, 1, 1),
     dropout: float = 0.3,
+    channels: int = 1,
 ) -> keras.Model:
-    """A small ResNet for `input_size`² greyscale faces scaled to 0..1; softmax outputs."""
+    """A small ResNet for `input_size`² faces (1 channel grey, 3 RGB) scaled to 0..1."""
     if input_size < 24:
         raise ValueError(f"input_size must be at least 24, got {input_size!r}")
     if classes < 2:
         raise ValueError(f"classes must be at least 2, got {classes!r}")
-    inputs = keras.Input((input_size, input_size, 1), name="face")
+    inputs = keras.Input((input_size, input_size, channels), name="face")
     x = _conv_bn(inputs, width, "stem_a")
     x = _conv_bn(x, width, "stem_b")
     for i, count in enumerate(blocks):

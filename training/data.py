@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ class FaceArrays:
     labels: np.ndarray
     label_names: tuple[str, ...]
     skipped: dict[str, str]  # file -> reason
+    files: tuple[
+        str, ...
+    ] = ()  # the file of each image, in order (empty when not loaded from files)
 
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.label_names)}
@@ -50,7 +54,10 @@ def load_faces(
     labels = np.empty(len(files), dtype=np.int32)
     skipped: dict[str, str] = {}
     kept = 0
-    for path, index in tqdm(files, desc=f"loading {root.name}", unit="img", leave=False):
+    kept_files: list[str] = []
+    # A progress bar at a terminal only: in a log file it would be thousands of lines.
+    bar = tqdm(files, f"loading {root.name}", unit="img", leave=False, disable=not _tty())
+    for path, index in bar:
         try:
             with Image.open(path) as image:
                 face = image.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
@@ -59,10 +66,15 @@ def load_faces(
             continue
         images[kept] = np.asarray(face, dtype=np.uint8).reshape(size, size, channels)
         labels[kept] = index
+        kept_files.append(str(path))
         kept += 1
     if skipped:
         log.warning("Skipped %d unreadable images under %s", len(skipped), root)
-    return FaceArrays(images[:kept], labels[:kept], tuple(label_names), skipped)
+    return FaceArrays(images[:kept], labels[:kept], tuple(label_names), skipped, tuple(kept_files))
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
 
 
 def class_weights(labels: np.ndarray, classes: int, power: float = 1.0) -> dict[int, float]:

@@ -1,0 +1,146 @@
+"""Training over datasets with different label sets, and splitting them by person or film."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.data import FaceArrays
+from training.joint import (
+    UNION_LABELS,
+    JointRecipe,
+    joint_targets,
+    restricted_crossentropy,
+    score_dataset,
+    train_joint,
+)
+from training.sources import film_of, group_split, person_of, split_folder
+
+FER_SIDE = ("angry", "fear", "neutral")
+KOREAN_SIDE = ("anxious", "hurt", "happy")
+
+
+def _faces_folder(root: Path, classes: tuple[str, ...], per_class: int, seed: int) -> Path:
+    """Class folders of small RGB images whose brightness says the class (learnable fast)."""
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            level = 20 + 40 * (FER_SIDE + KOREAN_SIDE).index(name)
+            pixels = np.clip(rng.normal(level, 8, (24, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"p{i % 5}_{name}_{i}.png")
+    return root
+
+
+def test_person_and_film_names() -> None:
+    assert person_of(Path("abc123_여_30_기쁨_공공시설_2021-001.jpg")) == "abc123"
+    assert film_of(Path("HarryPotter_Deathly_Hallows_1_000431200_00000002.jpg")) == "HarryPotter"
+    assert film_of(Path("OceansThirteen-010619400_00000012.jpg")) == "Oceans"
+    assert film_of(Path("OceansEleven_001234500_00000003.jpg")) == "Oceans"
+
+
+def test_group_split_keeps_each_group_on_one_side_and_is_stable() -> None:
+    groups = [f"person{i % 40}" for i in range(400)]
+    mask = group_split(groups, 0.25)
+    for group in set(groups):
+        sides = {bool(v) for g, v in zip(groups, mask, strict=True) if g == group}
+        assert len(sides) == 1
+    assert 0.1 < mask.mean() < 0.4
+    np.testing.assert_array_equal(mask, group_split(list(reversed(groups)), 0.25)[::-1])
+    with pytest.raises(ValueError, match="share"):
+        group_split(groups, 1.5)
+
+
+def test_split_folder_links_whole_people(tmp_path: Path) -> None:
+    root = _faces_folder(tmp_path / "aihub", KOREAN_SIDE, 20, seed=1)
+    counts = split_folder(root, tmp_path / "split", "person", 0.4)
+    train = {person_of(p) for p in (tmp_path / "split" / "train").glob("*/*")}
+    val = {person_of(p) for p in (tmp_path / "split" / "val").glob("*/*")}
+    assert train and val and not train & val
+    assert counts["train"]["images"] + counts["val"]["images"] == 60
+    assert counts["val"]["groups"] == len(val)
+    again = split_folder(root, tmp_path / "split", "person", 0.4)  # re-running replaces it
+    assert again == counts
+    with pytest.raises(ValueError, match="grouping"):
+        split_folder(root, tmp_path / "other", "colour")
+
+
+def test_targets_restrict_each_face_to_its_own_labels() -> None:
+    data = FaceArrays(np.zeros((2, 4, 4, 1), np.uint8), np.array([0, 1]), KOREAN_SIDE, {})
+    rows = joint_targets(data, smoothing=0.0)
+    k = len(UNION_LABELS)
+    target, mask = rows[:, :k], rows[:, k:]
+    assert target[0, UNION_LABELS.index("anxious")] == 1.0
+    assert target[1, UNION_LABELS.index("hurt")] == 1.0
+    assert mask[0].sum() == 3 and mask[0, UNION_LABELS.index("neutral")] == 0
+    smoothed = joint_targets(data, smoothing=0.3)[:, :k]
+    np.testing.assert_allclose(smoothed.sum(axis=1), 1.0, rtol=1e-6)
+    assert smoothed[0, UNION_LABELS.index("neutral")] == 0  # smoothing stays within the mask
+    assert smoothed[0, UNION_LABELS.index("happy")] == pytest.approx(0.1)
+
+
+def test_restricted_loss_ignores_labels_outside_the_mask() -> None:
+    k = len(UNION_LABELS)
+    target = np.zeros((1, k), np.float32)
+    target[0, 0] = 1.0
+    mask = np.zeros((1, k), np.float32)
+    mask[0, :2] = 1.0
+    y_true = np.concatenate([target, mask], axis=1)
+    # Two answers that differ only outside the mask have the same loss: -log(0.2 / (0.2 + 0.2)).
+    a = np.full((1, k), 0.6 / (k - 2), np.float32)
+    a[0, :2] = 0.2
+    b = np.zeros((1, k), np.float32)
+    b[0, :2], b[0, 5] = 0.2, 0.6
+    restricted = restricted_crossentropy(0.0)
+    for answers in (a, b):
+        assert float(np.asarray(restricted(y_true, answers))[0]) == pytest.approx(
+            np.log(2), rel=1e-4
+        )
+    # Blended with the plain softmax, mass outside the mask costs again: -log 0.2 at weight 1.
+    union = restricted_crossentropy(1.0)
+    assert float(np.asarray(union(y_true, a))[0]) == pytest.approx(-np.log(0.2), rel=1e-4)
+    half = float(np.asarray(restricted_crossentropy(0.5)(y_true, a))[0])
+    assert half == pytest.approx((np.log(2) - np.log(0.2)) / 2, rel=1e-4)
+
+
+def test_score_counts_every_image_and_reports_foreign_answers() -> None:
+    data = FaceArrays(np.zeros((4, 4, 4, 1), np.uint8), np.array([0, 0, 1, 2]), KOREAN_SIDE, {})
+    probabilities = np.zeros((4, len(UNION_LABELS)), np.float32)
+    for row, answer in enumerate(["anxious", "neutral", "hurt", "fear"]):
+        probabilities[row, UNION_LABELS.index(answer)] = 1.0
+    report = score_dataset(probabilities, data)
+    assert report["accuracy"] == 0.5  # neutral and fear are wrong answers, not skipped
+    assert report["foreign_answers"] == {"share": 0.5, "by_label": {"fear": 1, "neutral": 1}}
+    assert set(report["per_class"]) == set(KOREAN_SIDE)
+
+
+@pytest.mark.slow
+def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path) -> None:
+    datasets = []
+    for name, classes, seed in (("fer", FER_SIDE, 2), ("korean", KOREAN_SIDE, 3)):
+        for side, count in (("train", 24), ("val", 8)):
+            _faces_folder(tmp_path / name / side, classes, count, seed + len(side))
+        datasets.append(tmp_path / name)
+    recipe = JointRecipe(
+        input_size=24,
+        width=4,
+        epochs=4,
+        batch_size=8,
+        learning_rate=1e-2,
+        warmup_epochs=0,
+        erasing=0.0,
+        per_epoch={"fer": 48},
+        name="tiny",
+    )
+    metrics = train_joint(datasets, tmp_path / "run", recipe=recipe)
+    spec = json.loads((tmp_path / "run" / "bundle" / "bundle.json").read_text())
+    assert spec["labels"] == list(UNION_LABELS)
+    assert metrics["fer"]["accuracy"] >= 0.6 and metrics["korean"]["accuracy"] >= 0.6
+    lines = (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()
+    assert len(lines) == metrics["epochs_run"] == 4
+    assert 1 <= metrics["selected_epoch"] <= 4

@@ -1,0 +1,385 @@
+"""Train one model on several face datasets whose label sets differ.
+
+FER2013 and SFEW label angry, disgust, fear, happy, sad, surprise and neutral; the AIHub Korean
+faces label happy, sad, angry, anxious, hurt and embarrassed. The model answers over the union
+of all of them. Each face's loss is a softmax restricted to the labels *its* dataset uses
+(`restricted_crossentropy`): a Korean face labelled sad is never taught "not neutral" (AIHub has
+no neutral folder, so its faces say nothing about neutral), and a FER face is never taught
+"not anxious". A plain softmax over the union does teach exactly that, and so ties labels to
+the face's origin. But the restricted loss alone never separates labels that no dataset holds
+together (fear and anxious, surprise and embarrassed): nothing stops a FER fear face from being
+answered anxious. `union_weight` blends the two: 0 is purely restricted, 1 a plain softmax over
+the union. The choices are measured against each other in docs/TRAINING.md ("Real faces").
+
+Targets travel to the loss as one row per face: the target distribution over the union
+followed by the 0/1 mask of the labels its dataset uses.
+
+Every epoch draws a fixed number of faces from each dataset (a small dataset is repeated, a
+large one sampled), so a 700-face film set is not drowned by 28,709 FER faces. After every
+epoch the model is scored on each dataset's held-out faces, every image counted (a label the
+dataset does not use counts as wrong), and the epoch with the best mean accuracy is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.faces import CROP_MARGIN
+from ml.models import FER_LABELS, BundleSpec
+from training.batches import AugmentedBatches
+from training.bundle import MODEL_FILE, ModelCard, write_bundle
+from training.data import FaceArrays, load_faces
+from training.metrics import classification_report
+
+log = logging.getLogger(__name__)
+
+# FER's seven, then the AIHub labels FER lacks. The order is the model's output order.
+UNION_LABELS = (*FER_LABELS, "anxious", "hurt", "embarrassed")
+# A new label's output starts as a copy of its nearest FER label's, so fine-tuning begins from
+# sensible answers instead of noise, but a logit lower: an exact copy ties with its twin, and
+# since no dataset labels both (no face says "fear, not anxious"), the tie never resolves for
+# FER faces (a first CPU run answered every FER surprise face "embarrassed").
+WARM_START = {"anxious": "fear", "hurt": "sad", "embarrassed": "surprise"}
+WARM_START_OFFSET = -1.0
+
+
+@dataclass(frozen=True)
+class JointRecipe:
+    """Every choice that shapes a jointly trained model; written into its model card."""
+
+    input_size: int = 48
+    color: str = "grayscale"
+    width: int = 56
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    erasing: float = 0.25
+    # 0 = each face's loss over its own dataset's labels only, 1 = over the whole union.
+    union_weight: float = 0.25
+    # Faces drawn from each dataset per epoch, by dataset folder name; others take all.
+    per_epoch: dict[str, int] = field(default_factory=dict)
+    time_limit_minutes: float | None = None
+    seed: int = 1337
+    name: str = "moodnet-real"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.union_weight <= 1.0:
+            raise ValueError(f"union_weight must be within 0..1, got {self.union_weight!r}")
+        if self.color not in ("grayscale", "rgb"):
+            raise ValueError(f"color must be grayscale or rgb, got {self.color!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError("epochs, batch_size and learning_rate must be positive")
+        if any(n < 1 for n in self.per_epoch.values()):
+            raise ValueError(f"per_epoch counts must be >= 1, got {self.per_epoch}")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset folder (train/ and val/ with a folder per class) loaded into memory."""
+
+    name: str
+    train: FaceArrays
+    val: FaceArrays
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.train.label_names
+
+
+def load_dataset(root: Path, recipe: JointRecipe) -> Dataset:
+    """root/train/<class>/ and root/val/<class>/; the classes are the union labels present."""
+    from training.aihub import DatasetError
+
+    present = tuple(label for label in UNION_LABELS if (root / "train" / label).is_dir())
+    unknown = sorted(
+        p.name for p in (root / "train").glob("*") if p.is_dir() and p.name not in UNION_LABELS
+    )
+    if not present:
+        raise DatasetError(f"{root}/train has none of the class folders {', '.join(UNION_LABELS)}")
+    if unknown:
+        raise DatasetError(f"{root}/train has class folders the model cannot learn: {unknown}")
+    load = dict(size=recipe.input_size, color=recipe.color)
+    return Dataset(
+        root.name,
+        load_faces(root / "train", present, **load),
+        load_faces(root / "val", present, **load),
+    )
+
+
+def label_mask(labels: Sequence[str], union: Sequence[str] = UNION_LABELS) -> np.ndarray:
+    return np.array([name in labels for name in union], dtype=np.float32)
+
+
+def joint_targets(
+    data: FaceArrays, smoothing: float, union: Sequence[str] = UNION_LABELS
+) -> np.ndarray:
+    """Rows of [target distribution over the union | mask of the labels its dataset uses]."""
+    mask = label_mask(data.label_names, union)
+    columns = np.array([list(union).index(name) for name in data.label_names])
+    one_hot = np.zeros((len(data.labels), len(union)), dtype=np.float32)
+    one_hot[np.arange(len(data.labels)), columns[data.labels]] = 1.0
+    target = (1 - smoothing) * one_hot + smoothing * mask / mask.sum()
+    return np.concatenate([target, np.broadcast_to(mask, one_hot.shape)], axis=1)
+
+
+def restricted_crossentropy(union_weight: float = 0.0):
+    """The loss: cross-entropy of the softmax renormalised over each row's masked labels.
+
+    With `union_weight` w it is (1 - w) of that plus w of the plain cross-entropy over every
+    label: -sum(t * (log p - (1 - w) * log sum_mask p)).
+    """
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        classes = y_pred.shape[-1]
+        target, mask = y_true[..., :classes], y_true[..., classes:]
+        probabilities = ops.clip(y_pred, 1e-7, 1.0)
+        log_norm = ops.log(ops.sum(probabilities * mask, axis=-1, keepdims=True))
+        return -ops.sum(target * (ops.log(probabilities) - (1 - union_weight) * log_norm), axis=-1)
+
+    return loss
+
+
+class MixedBatches(AugmentedBatches):
+    """Augmented batches that draw a fixed number of faces from each dataset every epoch."""
+
+    def __init__(self, pools: Sequence[np.ndarray], draws: Sequence[int], **kwargs: Any) -> None:
+        self.pools, self.draws = list(pools), list(draws)
+        super().__init__(**kwargs)
+
+    def _shuffled(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        chosen = [_draw(pool, n, rng) for pool, n in zip(self.pools, self.draws, strict=True)]
+        return rng.permutation(np.concatenate(chosen))
+
+    def __len__(self) -> int:
+        return -(-sum(self.draws) // self.batch_size)
+
+
+def _draw(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` members of `pool`: every member as often as fits, the rest sampled."""
+    whole, rest = divmod(count, len(pool))
+    return np.concatenate([np.tile(pool, whole), rng.choice(pool, rest, replace=False)])
+
+
+def build_batches(datasets: Sequence[Dataset], recipe: JointRecipe) -> MixedBatches:
+    images = np.concatenate([d.train.images for d in datasets])
+    targets = np.concatenate([joint_targets(d.train, recipe.label_smoothing) for d in datasets])
+    starts = np.cumsum([0, *(len(d.train.labels) for d in datasets)])
+    pools = [np.arange(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    draws = [recipe.per_epoch.get(d.name, len(d.train.labels)) for d in datasets]
+    return MixedBatches(
+        pools,
+        draws,
+        images=images,
+        targets=targets,
+        sample_weight=np.ones(len(images), dtype=np.float32),
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        erasing=recipe.erasing,
+    )
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+def union_head_model(init_model_file: Path | None, recipe: JointRecipe):
+    """The compact CNN with a softmax over the union: from a bundle's classifier, or new."""
+    import keras
+    from keras import layers
+
+    from training.compact import classifier_from, compact_cnn
+
+    if init_model_file is None:
+        return compact_cnn(
+            recipe.input_size,
+            len(UNION_LABELS),
+            width=recipe.width,
+            channels=1 if recipe.color == "grayscale" else 3,
+        )
+    old = classifier_from(init_model_file)
+    old_labels = FER_LABELS  # every compact bundle so far answers FER's seven
+    trunk = keras.Model(old.input, old.get_layer("dropout").output)
+    head = layers.Dense(len(UNION_LABELS), activation="softmax", name="emotion")
+    model = keras.Model(old.input, head(trunk.output), name=recipe.name)
+    kernel, bias = old.get_layer("emotion").get_weights()
+    source = [old_labels.index(WARM_START.get(name, name)) for name in UNION_LABELS]
+    offset = np.array([WARM_START_OFFSET if n in WARM_START else 0.0 for n in UNION_LABELS])
+    head.set_weights([kernel[:, source], bias[source] + offset])
+    return model
+
+
+def _compile(model, recipe: JointRecipe, steps_per_epoch: int) -> None:
+    import keras
+
+    total = steps_per_epoch * recipe.epochs
+    warmup = int(steps_per_epoch * recipe.warmup_epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=recipe.learning_rate / 10,
+        decay_steps=max(1, total - warmup),
+        warmup_target=recipe.learning_rate,
+        warmup_steps=warmup,
+        alpha=0.02,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
+        loss=restricted_crossentropy(recipe.union_weight),
+        jit_compile=True,
+    )
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
+def flip_averaged(predict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Mean answers over the faces and their mirror images (what the served model does)."""
+    faces = images.astype(np.float32) / 255.0
+    return (predict(faces, batch_size) + predict(faces[:, :, ::-1], batch_size)) / 2
+
+
+def score_dataset(
+    probabilities: np.ndarray, data: FaceArrays, answer_labels: Sequence[str] = UNION_LABELS
+) -> dict[str, Any]:
+    """Accuracy over every image: the answer is the top label among everything the model knows.
+
+    Also reports how often the answer is a label this dataset never uses ("foreign"): for FER
+    faces an AIHub-only label such as anxious, for Korean faces a FER-only one such as
+    neutral. A high rate there would mean the label follows the face's origin.
+    """
+    answers = [answer_labels[i] for i in probabilities.argmax(axis=1)]
+    truth = [data.label_names[i] for i in data.labels]
+    names = tuple(dict.fromkeys([*data.label_names, *answer_labels]))
+    report = classification_report(
+        np.array([names.index(t) for t in truth]),
+        np.array([names.index(a) for a in answers]),
+        names,
+    )
+    report["per_class"] = {k: v for k, v in report["per_class"].items() if k in data.label_names}
+    f1s = [report["per_class"][k]["f1"] for k in data.label_names]
+    report["macro_f1"] = round(float(np.mean(f1s)), 4)
+    foreign = [a for a in answers if a not in data.label_names]
+    report["foreign_answers"] = {
+        "share": round(len(foreign) / max(1, len(answers)), 4),
+        "by_label": {k: foreign.count(k) for k in sorted(set(foreign))},
+    }
+    return report
+
+
+def score_all(predict, datasets: Sequence[Dataset]) -> dict[str, Any]:
+    scores = {d.name: score_dataset(flip_averaged(predict, d.val.images), d.val) for d in datasets}
+    scores["mean_accuracy"] = round(float(np.mean([s["accuracy"] for s in scores.values()])), 4)
+    return scores
+
+
+def _keras_predict(model):
+    return lambda x, batch: model.predict(x, batch_size=batch, verbose=0)
+
+
+class _SelectBest:
+    """After every epoch: score each dataset's val faces, log, keep the best weights."""
+
+    def __new__(cls, datasets: Sequence[Dataset], out_dir: Path, deadline_minutes: float | None):
+        import keras
+
+        class SelectBest(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None) -> None:
+                self.start = time.monotonic()
+                self.best, self.best_weights, self.best_epoch = -1.0, None, 0
+
+            def on_epoch_end(self, epoch, logs=None) -> None:
+                scores = score_all(_keras_predict(self.model), datasets)
+                summary = {d.name: scores[d.name]["accuracy"] for d in datasets}
+                foreign = {
+                    f"{d.name}_foreign": scores[d.name]["foreign_answers"]["share"]
+                    for d in datasets
+                }
+                log.info(
+                    "epoch %d: loss %.4f, val accuracy %s, mean %.4f",
+                    epoch + 1,
+                    (logs or {}).get("loss", float("nan")),
+                    summary,
+                    scores["mean_accuracy"],
+                )
+                with (out_dir / "epochs.jsonl").open("a") as f:
+                    row = {"epoch": epoch + 1, "loss": (logs or {}).get("loss"), **summary}
+                    row.update(foreign, mean=scores["mean_accuracy"])
+                    f.write(json.dumps(row) + "\n")
+                if scores["mean_accuracy"] > self.best:
+                    self.best, self.best_epoch = scores["mean_accuracy"], epoch + 1
+                    self.best_weights = self.model.get_weights()
+                elapsed = time.monotonic() - self.start
+                if deadline_minutes and elapsed * (epoch + 2) / (epoch + 1) > deadline_minutes * 60:
+                    log.warning("Stopping after epoch %d: the time limit is near", epoch + 1)
+                    self.model.stop_training = True
+
+        return SelectBest()
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def train_joint(
+    data_dirs: Sequence[Path],
+    out_dir: Path,
+    *,
+    recipe: JointRecipe | None = None,
+    init_from: Path | None = None,
+) -> dict[str, Any]:
+    """Train over every dataset folder, select on their val faces, write out_dir/bundle."""
+    import keras
+
+    recipe = recipe or JointRecipe()
+    keras.utils.set_random_seed(recipe.seed)
+    datasets = [load_dataset(d, recipe) for d in data_dirs]
+    for d in datasets:
+        log.info("%s: train %s, val %s", d.name, d.train.counts(), d.val.counts())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "epochs.jsonl").unlink(missing_ok=True)
+    batches = build_batches(datasets, recipe)
+    model = union_head_model(init_from / MODEL_FILE if init_from else None, recipe)
+    _compile(model, recipe, steps_per_epoch=len(batches))
+    select = _SelectBest(datasets, out_dir, recipe.time_limit_minutes)
+    history = model.fit(batches, epochs=recipe.epochs, shuffle=False, verbose=2, callbacks=[select])
+    model.set_weights(select.best_weights)
+    metrics = score_all(_keras_predict(model), datasets)
+    metrics.update(selected_epoch=select.best_epoch, epochs_run=len(history.history["loss"]))
+    _write(model, out_dir, recipe, metrics, data_dirs, init_from)
+    return metrics
+
+
+def _write(model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_from) -> Path:
+    from training.compact import description, with_flip_averaging
+
+    serving = with_flip_averaging(model)
+    spec = BundleSpec(
+        name=recipe.name,
+        labels=UNION_LABELS,
+        input_size=(recipe.input_size, recipe.input_size),
+        color=recipe.color,  # type: ignore[arg-type]
+        normalization="zero_to_one",
+        model_file=MODEL_FILE,
+        crop_margin=CROP_MARGIN,
+        description=description(model),
+    )
+    card = ModelCard(
+        data="; ".join(str(d) for d in data_dirs)
+        + (f"; initialised from {init_from}" if init_from else ""),
+        split="each dataset's val/ folder: FER2013 PublicTest, AIHub split by person, SFEW by film "
+        "(`moodbot split`)",
+        metrics=metrics,
+        settings=asdict(recipe),
+    )
+    bundle = write_bundle(out_dir / "bundle", serving, spec, card)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return bundle
