@@ -22,6 +22,7 @@ dataset does not use counts as wrong), and the epoch with the best mean accuracy
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -177,7 +178,7 @@ def build_batches(datasets: Sequence[Dataset], recipe: JointRecipe) -> MixedBatc
     images = np.concatenate([d.train.images for d in datasets])
     targets = np.concatenate([joint_targets(d.train, recipe.label_smoothing) for d in datasets])
     starts = np.cumsum([0, *(len(d.train.labels) for d in datasets)])
-    pools = [np.arange(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    pools = [np.arange(a, b) for a, b in itertools.pairwise(starts)]
     draws = [recipe.per_epoch.get(d.name, len(d.train.labels)) for d in datasets]
     return MixedBatches(
         pools,
