@@ -508,13 +508,16 @@ def probe_command(
     model: Annotated[Path, typer.Option(help="Compact bundle whose features to probe.")] = Path(
         "ml/bundles/moodnet"
     ),
+    cache: Annotated[Path, typer.Option(help="Folder for the extracted features.")] = Path(
+        "runs/features"
+    ),
 ) -> None:
-    """Softmax probes on frozen features: label schemes compared, split inflation shown."""
+    """Frozen-feature experiments: label schemes, the seed's recipe, split inflation."""
     from training.probe import run_probes
 
     _logging()
     with _reported("probe"):
-        results = run_probes(model, data, person_split, random_split)
+        results = run_probes(model, data, person_split, random_split, cache)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     typer.echo(json.dumps(results, indent=1))
