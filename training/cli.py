@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from ml.quiet import import_tensorflow_quietly
+from training.joint_recipe import JointRecipe
 from training.options import recipe_from, with_recipe_options
 from training.preprocess import CropSettings
 from training.train import CompactRecipe
@@ -436,6 +437,7 @@ def split_command(
         typer.echo(f"{side}: {c['images']} images of {c['groups']} groups ({by})")
 
 
+@with_recipe_options(JointRecipe)
 def train_joint_command(
     output_dir: Annotated[Path, typer.Argument(help="Run folder: epochs.jsonl, bundle/.")],
     data: Annotated[
@@ -449,38 +451,17 @@ def train_joint_command(
         list[str] | None,
         typer.Option(help="NAME=COUNT: faces drawn from dataset NAME each epoch; repeat."),
     ] = None,
-    union_weight: Annotated[
-        float,
-        typer.Option(help="0: each face's loss over its dataset's labels; 1: over all labels."),
-    ] = 0.25,
-    epochs: Annotated[int, typer.Option()] = 12,
-    learning_rate: Annotated[float, typer.Option()] = 5e-4,
-    width: Annotated[int, typer.Option(help="Channels of the first stage (new models).")] = 56,
-    input_size: Annotated[int, typer.Option()] = 48,
-    color: Annotated[ColorChoice, typer.Option()] = ColorChoice.grayscale,
-    erasing: Annotated[float, typer.Option()] = 0.25,
-    time_limit: Annotated[float | None, typer.Option(help="Minutes of training epochs.")] = None,
-    seed: Annotated[int, typer.Option(envvar="MOODBOT_SEED")] = 1337,
-    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet-real",
+    **knobs: Any,
 ) -> None:
-    """Train one model over datasets with different label sets; select on all their vals."""
-    from training.joint import JointRecipe, train_joint
+    """Train one model over datasets with different label sets; select on all their vals.
+
+    Every option after --per-epoch is a field of training.joint.JointRecipe.
+    """
+    from training.joint import train_joint
 
     _logging()
     with _reported("train-joint"):
-        recipe = JointRecipe(
-            input_size=input_size,
-            color=color.value,
-            width=width,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            erasing=erasing,
-            union_weight=union_weight,
-            per_epoch=_counts(per_epoch or []),
-            time_limit_minutes=time_limit,
-            seed=seed,
-            name=name,
-        )
+        recipe = recipe_from(JointRecipe, knobs, per_epoch=_counts(per_epoch or []))
         metrics = train_joint(data, output_dir, recipe=recipe, init_from=init_from)
     names = [d.name for d in data]
     typer.echo(
@@ -523,6 +504,25 @@ def probe_command(
     typer.echo(json.dumps(results, indent=1))
 
 
+def calibrate_command(
+    bundle: Annotated[Path, typer.Argument(help="A bundle written by train-joint.")],
+    output_dir: Annotated[Path, typer.Argument(help="Folder for the shifted model's bundle.")],
+    data: Annotated[list[Path], typer.Option(help="Dataset folder (train/, val/); repeat.")],
+) -> None:
+    """Search per-label prior offsets on every dataset's val faces and fold them into the model."""
+    from training.calibrate import calibrate
+
+    _logging()
+    with _reported("calibrate"):
+        metrics = calibrate(bundle, data, output_dir)
+    names = [d.name for d in data]
+    typer.echo(
+        f"Wrote {output_dir}: "
+        + ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
+        + f" (before: {metrics['accuracy_before_offsets']})."
+    )
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "preprocess": preprocess_command,
     "train": train_command,
@@ -535,6 +535,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "split": split_command,
     "train-joint": train_joint_command,
     "probe": probe_command,
+    "calibrate": calibrate_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)

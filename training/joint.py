@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,51 +38,17 @@ from ml.models import FER_LABELS, BundleSpec
 from training.batches import AugmentedBatches
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.data import FaceArrays, load_faces
+from training.joint_recipe import UNION_LABELS, JointRecipe
 from training.metrics import classification_report
 
 log = logging.getLogger(__name__)
 
-# FER's seven, then the AIHub labels FER lacks. The order is the model's output order.
-UNION_LABELS = (*FER_LABELS, "anxious", "hurt", "embarrassed")
 # A new label's output starts as a copy of its nearest FER label's, so fine-tuning begins from
 # sensible answers instead of noise, but a logit lower: an exact copy ties with its twin, and
 # since no dataset labels both (no face says "fear, not anxious"), the tie never resolves for
 # FER faces (a first CPU run answered every FER surprise face "embarrassed").
 WARM_START = {"anxious": "fear", "hurt": "sad", "embarrassed": "surprise"}
 WARM_START_OFFSET = -1.0
-
-
-@dataclass(frozen=True)
-class JointRecipe:
-    """Every choice that shapes a jointly trained model; written into its model card."""
-
-    input_size: int = 48
-    color: str = "grayscale"
-    width: int = 56
-    epochs: int = 12
-    batch_size: int = 64
-    learning_rate: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.5
-    label_smoothing: float = 0.1
-    erasing: float = 0.25
-    # 0 = each face's loss over its own dataset's labels only, 1 = over the whole union.
-    union_weight: float = 0.25
-    # Faces drawn from each dataset per epoch, by dataset folder name; others take all.
-    per_epoch: dict[str, int] = field(default_factory=dict)
-    time_limit_minutes: float | None = None
-    seed: int = 1337
-    name: str = "moodnet-real"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.union_weight <= 1.0:
-            raise ValueError(f"union_weight must be within 0..1, got {self.union_weight!r}")
-        if self.color not in ("grayscale", "rgb"):
-            raise ValueError(f"color must be grayscale or rgb, got {self.color!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ValueError("epochs, batch_size and learning_rate must be positive")
-        if any(n < 1 for n in self.per_epoch.values()):
-            raise ValueError(f"per_epoch counts must be >= 1, got {self.per_epoch}")
 
 
 @dataclass(frozen=True)
@@ -283,7 +249,7 @@ def score_all(predict, datasets: Sequence[Dataset]) -> dict[str, Any]:
     return scores
 
 
-def _keras_predict(model):
+def keras_predict(model):
     return lambda x, batch: model.predict(x, batch_size=batch, verbose=0)
 
 
@@ -299,7 +265,7 @@ class _SelectBest:
                 self.best, self.best_weights, self.best_epoch = -1.0, None, 0
 
             def on_epoch_end(self, epoch, logs=None) -> None:
-                scores = score_all(_keras_predict(self.model), datasets)
+                scores = score_all(keras_predict(self.model), datasets)
                 summary = {d.name: scores[d.name]["accuracy"] for d in datasets}
                 foreign = {
                     f"{d.name}_foreign": scores[d.name]["foreign_answers"]["share"]
@@ -353,7 +319,7 @@ def train_joint(
     select = _SelectBest(datasets, out_dir, recipe.time_limit_minutes)
     history = model.fit(batches, epochs=recipe.epochs, shuffle=False, verbose=2, callbacks=[select])
     model.set_weights(select.best_weights)
-    metrics = score_all(_keras_predict(model), datasets)
+    metrics = score_all(keras_predict(model), datasets)
     metrics.update(selected_epoch=select.best_epoch, epochs_run=len(history.history["loss"]))
     _write(model, out_dir, recipe, metrics, data_dirs, init_from)
     return metrics

@@ -1,0 +1,50 @@
+"""The settings of `moodbot train-joint`, apart from the training code (no Keras import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ml.labels import FER_LABELS
+from training.options import knob
+
+# FER's seven, then the AIHub labels FER lacks. The order is the model's output order.
+UNION_LABELS = (*FER_LABELS, "anxious", "hurt", "embarrassed")
+
+
+@dataclass(frozen=True)
+class JointRecipe:
+    """Every choice that shapes a jointly trained model; written into its model card."""
+
+    # A field made with knob() is also an option of `moodbot train-joint` (training/options.py).
+    input_size: int = knob(48, "Side of the input (a new model's; a bundle keeps its own).")
+    color: str = knob("grayscale", "grayscale or rgb input (a new model's).")
+    width: int = knob(56, "Channels of the first stage (a new model's).")
+    epochs: int = knob(12, "Epochs: the cosine schedule's length.")
+    batch_size: int = knob(64, "Faces per training step.")
+    learning_rate: float = knob(5e-4, "Peak of the warm-up + cosine schedule.")
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    label_smoothing: float = knob(0.1, "Share of a face's target spread over its other labels.")
+    erasing: float = knob(0.25, "Share of faces with a random rectangle erased.")
+    union_weight: float = knob(
+        0.25, "0: each face's loss over its own dataset's labels; 1: over every label."
+    )
+    # Faces drawn from each dataset per epoch, by dataset folder name; others take all.
+    per_epoch: dict[str, int] = field(default_factory=dict)
+    time_limit_minutes: float | None = knob(
+        None, "Minutes of training epochs; the bundle is still written.", option="--time-limit"
+    )
+    seed: int = knob(
+        1337, "Random seed of the initialisation and the draws.", envvar="MOODBOT_SEED"
+    )
+    name: str = knob("moodnet-joint", "Model name in the bundle.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.union_weight <= 1.0:
+            raise ValueError(f"union_weight must be within 0..1, got {self.union_weight!r}")
+        if self.color not in ("grayscale", "rgb"):
+            raise ValueError(f"color must be grayscale or rgb, got {self.color!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError("epochs, batch_size and learning_rate must be positive")
+        if any(n < 1 for n in self.per_epoch.values()):
+            raise ValueError(f"per_epoch counts must be >= 1, got {self.per_epoch}")
