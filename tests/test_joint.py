@@ -144,3 +144,38 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path) -> None:
     lines = (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()
     assert len(lines) == metrics["epochs_run"] == 4
     assert 1 <= metrics["selected_epoch"] <= 4
+
+
+def test_label_offsets_undo_a_prior_that_favours_foreign_answers() -> None:
+    from training.calibrate import fold_into_bias, search_offsets, shifted
+    from training.joint import Dataset
+
+    # FER faces whose true label (fear) loses narrowly to anxious, a label FER never uses.
+    k, n = len(UNION_LABELS), 6
+    truth = FaceArrays(np.zeros((n, 4, 4, 1), np.uint8), np.zeros(n, int), ("fear", "happy"), {})
+    fer = Dataset("fer", truth, truth)
+    answers = np.full((2, n, k), 0.02, np.float32)
+    answers[:, :, UNION_LABELS.index("fear")] = 0.4
+    answers[:, :, UNION_LABELS.index("anxious")] = 0.44
+    assert (
+        shifted(answers, np.zeros(k)).argmax(axis=1).tolist() == [UNION_LABELS.index("anxious")] * n
+    )
+
+    offsets = search_offsets([answers], [fer], UNION_LABELS)
+    fixed = shifted(answers, offsets).argmax(axis=1)
+    assert fixed.tolist() == [UNION_LABELS.index("fear")] * n
+
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(k, "softmax", name="emotion")])
+    before = model.predict(np.ones((1, 3)), verbose=0)
+    fold_into_bias(model, offsets)
+    after = model.predict(np.ones((1, 3)), verbose=0)
+    np.testing.assert_allclose(after, shifted(before[None], offsets), rtol=1e-4, atol=1e-6)
+
+
+def test_every_label_the_joint_model_can_answer_is_known_to_the_product() -> None:
+    from ml.labels import EMOTIONS
+
+    assert set(UNION_LABELS) <= set(EMOTIONS)
+    assert len(set(UNION_LABELS)) == len(UNION_LABELS) == 10
