@@ -179,3 +179,18 @@ def test_every_label_the_joint_model_can_answer_is_known_to_the_product() -> Non
 
     assert set(UNION_LABELS) <= set(EMOTIONS)
     assert len(set(UNION_LABELS)) == len(UNION_LABELS) == 10
+
+
+@pytest.mark.slow
+def test_the_shipped_joint_model_reads_a_real_face_in_ten_labels(astronaut: np.ndarray) -> None:
+    from ml.loader import load_emotion_model
+    from ml.models import resolve_model
+
+    spec, _ = resolve_model("moodnet-joint")
+    assert spec.labels == UNION_LABELS and spec.input_size == (48, 48)
+    model = load_emotion_model("moodnet-joint")
+    smiling = astronaut[40:190, 165:285]  # her face, as the detector frames it
+    probabilities = model.predict([smiling, smiling[:, ::-1]])
+    assert probabilities.shape == (2, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    assert [UNION_LABELS[i] for i in probabilities.argmax(axis=1)] == ["happy", "happy"]

@@ -325,8 +325,19 @@ def train_joint(
     return metrics
 
 
+def _description(model, init_from: Path | None) -> str:
+    side, channels = model.input_shape[1], model.input_shape[-1]
+    how = f"{init_from.name} fine-tuned" if init_from else "trained from scratch"
+    return (
+        f"Compact residual CNN ({model.count_params():,} parameters), {how} on several face "
+        f"datasets at once (train-joint), {side}x{side} "
+        f"{'greyscale' if channels == 1 else 'colour'}; outputs averaged over the face and its "
+        "mirror image."
+    )
+
+
 def _write(model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_from) -> Path:
-    from training.compact import description, with_flip_averaging
+    from training.compact import with_flip_averaging
 
     serving = with_flip_averaging(model)
     spec = BundleSpec(
@@ -337,7 +348,7 @@ def _write(model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_f
         normalization="zero_to_one",
         model_file=MODEL_FILE,
         crop_margin=CROP_MARGIN,
-        description=description(model),
+        description=_description(model, init_from),
     )
     card = ModelCard(
         data="; ".join(str(d) for d in data_dirs)
