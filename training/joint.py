@@ -25,12 +25,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from ml.faces import CROP_MARGIN
@@ -40,6 +40,7 @@ from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.data import FaceArrays, load_faces
 from training.joint_recipe import UNION_LABELS, JointRecipe
 from training.metrics import classification_report
+from training.train import deadline, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,6 @@ def build_batches(datasets: Sequence[Dataset], recipe: JointRecipe) -> MixedBatc
 
 def union_head_model(init_model_file: Path | None, recipe: JointRecipe):
     """The compact CNN with a softmax over the union: from a bundle's classifier, or new."""
-    import keras
     from keras import layers
 
     from training.compact import classifier_from, compact_cnn
@@ -188,15 +188,10 @@ def union_head_model(init_model_file: Path | None, recipe: JointRecipe):
 
 
 def _compile(model, recipe: JointRecipe, steps_per_epoch: int) -> None:
-    import keras
-
-    total = steps_per_epoch * recipe.epochs
-    warmup = int(steps_per_epoch * recipe.warmup_epochs)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=recipe.learning_rate / 10,
-        decay_steps=max(1, total - warmup),
-        warmup_target=recipe.learning_rate,
-        warmup_steps=warmup,
+    schedule = warmup_cosine(
+        recipe.learning_rate,
+        int(steps_per_epoch * recipe.warmup_epochs),
+        steps_per_epoch * recipe.epochs,
         alpha=0.02,
     )
     model.compile(
@@ -253,44 +248,31 @@ def keras_predict(model):
     return lambda x, batch: model.predict(x, batch_size=batch, verbose=0)
 
 
-class _SelectBest:
-    """After every epoch: score each dataset's val faces, log, keep the best weights."""
+class SelectBest(keras.callbacks.Callback):
+    """After every epoch: score each dataset's val faces, log them, keep the best weights."""
 
-    def __new__(cls, datasets: Sequence[Dataset], out_dir: Path, deadline_minutes: float | None):
-        import keras
+    def __init__(self, datasets: Sequence[Dataset], out_dir: Path) -> None:
+        super().__init__()
+        self.datasets, self.log_file = datasets, out_dir / "epochs.jsonl"
+        self.best: dict[str, Any] = {"mean_accuracy": -1.0}
+        self.best_weights: list[np.ndarray] = []
+        self.best_epoch = 0
 
-        class SelectBest(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None) -> None:
-                self.start = time.monotonic()
-                self.best, self.best_weights, self.best_epoch = -1.0, None, 0
-
-            def on_epoch_end(self, epoch, logs=None) -> None:
-                scores = score_all(keras_predict(self.model), datasets)
-                summary = {d.name: scores[d.name]["accuracy"] for d in datasets}
-                foreign = {
-                    f"{d.name}_foreign": scores[d.name]["foreign_answers"]["share"]
-                    for d in datasets
-                }
-                log.info(
-                    "epoch %d: loss %.4f, val accuracy %s, mean %.4f",
-                    epoch + 1,
-                    (logs or {}).get("loss", float("nan")),
-                    summary,
-                    scores["mean_accuracy"],
-                )
-                with (out_dir / "epochs.jsonl").open("a") as f:
-                    row = {"epoch": epoch + 1, "loss": (logs or {}).get("loss"), **summary}
-                    row.update(foreign, mean=scores["mean_accuracy"])
-                    f.write(json.dumps(row) + "\n")
-                if scores["mean_accuracy"] > self.best:
-                    self.best, self.best_epoch = scores["mean_accuracy"], epoch + 1
-                    self.best_weights = self.model.get_weights()
-                elapsed = time.monotonic() - self.start
-                if deadline_minutes and elapsed * (epoch + 2) / (epoch + 1) > deadline_minutes * 60:
-                    log.warning("Stopping after epoch %d: the time limit is near", epoch + 1)
-                    self.model.stop_training = True
-
-        return SelectBest()
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        scores = score_all(keras_predict(self.model), self.datasets)
+        loss = (logs or {}).get("loss", float("nan"))
+        row = {"epoch": epoch + 1, "loss": loss}
+        row.update({d.name: scores[d.name]["accuracy"] for d in self.datasets})
+        row.update(
+            {f"{d.name}_foreign": scores[d.name]["foreign_answers"]["share"] for d in self.datasets}
+        )
+        row["mean"] = scores["mean_accuracy"]
+        log.info("epoch %d: %s", epoch + 1, row)
+        with self.log_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if scores["mean_accuracy"] > self.best["mean_accuracy"]:
+            self.best, self.best_epoch = scores, epoch + 1
+            self.best_weights = self.model.get_weights()
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -304,8 +286,6 @@ def train_joint(
     init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train over every dataset folder, select on their val faces, write out_dir/bundle."""
-    import keras
-
     recipe = recipe or JointRecipe()
     keras.utils.set_random_seed(recipe.seed)
     datasets = [load_dataset(d, recipe) for d in data_dirs]
@@ -316,11 +296,15 @@ def train_joint(
     batches = build_batches(datasets, recipe)
     model = union_head_model(init_from / MODEL_FILE if init_from else None, recipe)
     _compile(model, recipe, steps_per_epoch=len(batches))
-    select = _SelectBest(datasets, out_dir, recipe.time_limit_minutes)
-    history = model.fit(batches, epochs=recipe.epochs, shuffle=False, verbose=2, callbacks=[select])
+    select = SelectBest(datasets, out_dir)
+    minutes = recipe.time_limit_minutes
+    callbacks = [select, *([deadline(minutes)] if minutes else [])]
+    history = model.fit(
+        batches, epochs=recipe.epochs, shuffle=False, verbose=2, callbacks=callbacks
+    )
     model.set_weights(select.best_weights)
-    metrics = score_all(keras_predict(model), datasets)
-    metrics.update(selected_epoch=select.best_epoch, epochs_run=len(history.history["loss"]))
+    metrics = {**select.best, "selected_epoch": select.best_epoch}
+    metrics["epochs_run"] = len(history.history["loss"])
     _write(model, out_dir, recipe, metrics, data_dirs, init_from)
     return metrics
 

@@ -165,14 +165,10 @@ def cached_features(extract, d, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     if path.exists():
         with np.load(path) as saved:
             return saved["train"], saved["val"]
-    train_x, val_x = (dataset_features(extract, part) for part in (d.train, d.val))
+    train_x, val_x = (flip_averaged(extract, part.images) for part in (d.train, d.val))
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, train=train_x, val=val_x)
     return train_x, val_x
-
-
-def dataset_features(extract, data: FaceArrays) -> np.ndarray:
-    return flip_averaged(extract, data.images)
 
 
 def run_probes(
@@ -180,6 +176,7 @@ def run_probes(
 ) -> dict[str, Any]:
     """Every experiment on the frozen features of `bundle` (a compact model)."""
     extract = feature_extractor(bundle)
+    cache = cache / bundle.name  # features belong to the model that made them
     datasets = [load_dataset(d, JointRecipe()) for d in data_dirs]
     features = {d.name: cached_features(extract, d, cache) for d in datasets}
     return {

@@ -155,17 +155,26 @@ def _datasets(train: FaceArrays, val: FaceArrays, recipe: CompactRecipe, weights
     return train_batches, val_data
 
 
+def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, alpha: float = 0.01):
+    """A learning rate that warms up from peak/10 to `peak`, then decays on a cosine."""
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=peak,
+        warmup_steps=warmup_steps,
+        alpha=alpha,
+    )
+
+
 def _compile(model, recipe: CompactRecipe, steps_per_epoch: int) -> None:
     import keras
 
-    total = steps_per_epoch * recipe.epochs
-    warmup = steps_per_epoch * recipe.warmup_epochs
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=recipe.learning_rate / 10,
-        decay_steps=max(1, total - warmup),
-        warmup_target=recipe.learning_rate,
-        warmup_steps=warmup,
-        alpha=0.01,
+    schedule = warmup_cosine(
+        recipe.learning_rate,
+        steps_per_epoch * recipe.warmup_epochs,
+        steps_per_epoch * recipe.epochs,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
@@ -189,11 +198,11 @@ def _callbacks(out_dir: Path, recipe: CompactRecipe) -> list:
             monitor="val_loss", patience=recipe.patience, restore_best_weights=True
         ),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=False),
-        *([_deadline(recipe.time_limit_minutes)] if recipe.time_limit_minutes else []),
+        *([deadline(recipe.time_limit_minutes)] if recipe.time_limit_minutes else []),
     ]
 
 
-def _deadline(minutes: float):
+def deadline(minutes: float):
     """A callback that ends training when the next epoch, at the pace so far, would overrun."""
     import keras
 
