@@ -194,3 +194,61 @@ def test_the_shipped_joint_model_reads_a_real_face_in_ten_labels(astronaut: np.n
     assert probabilities.shape == (2, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
     assert [UNION_LABELS[i] for i in probabilities.argmax(axis=1)] == ["happy", "happy"]
+
+
+def test_distilled_targets_mix_in_the_teachers_answer_within_the_mask() -> None:
+    data = FaceArrays(np.zeros((1, 4, 4, 1), np.uint8), np.array([0]), FER_SIDE, {})
+    teacher = np.zeros((1, len(UNION_LABELS)), np.float32)
+    teacher[0, UNION_LABELS.index("fear")] = 0.6  # inside FER_SIDE
+    teacher[0, UNION_LABELS.index("happy")] = 0.4  # outside it: dropped, the rest renormalised
+    k = len(UNION_LABELS)
+    target = joint_targets(data, 0.0, teacher=teacher, teacher_share=0.5)[0, :k]
+    assert target[UNION_LABELS.index("angry")] == pytest.approx(0.5)
+    assert target[UNION_LABELS.index("fear")] == pytest.approx(0.5)
+    assert target[UNION_LABELS.index("happy")] == 0 and target.sum() == pytest.approx(1.0)
+    plain = joint_targets(data, 0.0, teacher=teacher, teacher_share=0.0)[0, :k]
+    assert plain[UNION_LABELS.index("angry")] == 1.0
+
+
+def test_a_grey_model_adapted_to_colour_answers_what_the_grey_one_answers() -> None:
+    from training.compact import compact_cnn
+    from training.joint import GREY_FROM_RGB, adapted
+
+    grey = compact_cnn(24, 7, width=4, blocks=(1, 2, 1), channels=1)
+    rgb = adapted(grey, JointRecipe(input_size=24, color="rgb"))
+    assert (
+        rgb.input_shape == (None, 24, 24, 3)
+        and rgb.count_params() == grey.count_params() + 2 * 9 * 4
+    )
+    faces = np.random.default_rng(0).random((3, 24, 24, 3)).astype(np.float32)
+    as_grey = (faces @ GREY_FROM_RGB)[..., None]
+    np.testing.assert_allclose(
+        rgb.predict(faces, verbose=0), grey.predict(as_grey, verbose=0), rtol=1e-4, atol=1e-6
+    )
+    bigger = adapted(grey, JointRecipe(input_size=32, color="grayscale"))
+    assert bigger.input_shape == (None, 32, 32, 1) and bigger.count_params() == grey.count_params()
+    assert adapted(grey, JointRecipe(input_size=24)) is grey
+
+
+def test_selection_prefers_epochs_that_reach_every_floor() -> None:
+    from training.joint import SelectBest
+
+    select = SelectBest([], Path("unused"), {"fer": 0.70})
+    high_mean = {"fer": {"accuracy": 0.65}, "korean": {"accuracy": 0.80}, "mean_accuracy": 0.725}
+    on_floor = {"fer": {"accuracy": 0.70}, "korean": {"accuracy": 0.60}, "mean_accuracy": 0.65}
+    assert select.rank(on_floor) > select.rank(high_mean)
+    assert SelectBest([], Path("unused")).rank(high_mean) > SelectBest([], Path("unused")).rank(
+        on_floor
+    )
+
+
+def test_train_joint_options_read_name_value_pairs() -> None:
+    from training.cli import _pairs
+
+    assert _pairs(["fer2013=0.7", "sfew=0.5"], "--floor", float) == {"fer2013": 0.7, "sfew": 0.5}
+    assert _pairs(["aihub=6000"], "--per-epoch", int) == {"aihub": 6000}
+    for bad in ("aihub", "=3", "aihub=many"):
+        with pytest.raises(ValueError, match="--per-epoch takes NAME=INT"):
+            _pairs([bad], "--per-epoch", int)
+    with pytest.raises(ValueError, match="distill"):
+        JointRecipe(distill={"fer2013": 1.5})

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -26,6 +26,8 @@ from training.options import recipe_from, with_recipe_options
 from training.preprocess import CropSettings
 from training.train import CompactRecipe
 from training.vggface_recipe import VGGFaceTrainConfig
+
+T = TypeVar("T", int, float)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -451,17 +453,37 @@ def train_joint_command(
         list[str] | None,
         typer.Option(help="NAME=COUNT: faces drawn from dataset NAME each epoch; repeat."),
     ] = None,
+    distill: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=SHARE: that share of dataset NAME's targets is the --init-from model's "
+            "own answer (keeps what it knew); repeat."
+        ),
+    ] = None,
+    floor: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=ACCURACY: prefer epochs whose val accuracy on dataset NAME reaches "
+            "it; repeat."
+        ),
+    ] = None,
     **knobs: Any,
 ) -> None:
     """Train one model over datasets with different label sets; select on all their vals.
 
-    Every option after --per-epoch is a field of training.joint.JointRecipe.
+    Every option after --floor is a field of training.joint.JointRecipe.
     """
     from training.joint import train_joint
 
     _logging()
     with _reported("train-joint"):
-        recipe = recipe_from(JointRecipe, knobs, per_epoch=_counts(per_epoch or []))
+        recipe = recipe_from(
+            JointRecipe,
+            knobs,
+            per_epoch=_pairs(per_epoch or [], "--per-epoch", int),
+            distill=_pairs(distill or [], "--distill", float),
+            floor=_pairs(floor or [], "--floor", float),
+        )
         metrics = train_joint(data, output_dir, recipe=recipe, init_from=init_from)
     names = [d.name for d in data]
     typer.echo(
@@ -471,14 +493,18 @@ def train_joint_command(
     )
 
 
-def _counts(pairs: list[str]) -> dict[str, int]:
-    counts = {}
+def _pairs(pairs: list[str], option: str, kind: type[T]) -> dict[str, T]:
+    """NAME=VALUE options as a dict, VALUE read as `kind` (int or float)."""
+    values = {}
     for pair in pairs:
-        name, sep, count = pair.partition("=")
-        if not sep or not count.isdigit():
-            raise ValueError(f"--per-epoch takes NAME=COUNT, got {pair!r}")
-        counts[name] = int(count)
-    return counts
+        name, sep, value = pair.partition("=")
+        try:
+            if not (name and sep):
+                raise ValueError
+            values[name] = kind(value)  # type: ignore[call-arg]
+        except ValueError:
+            raise ValueError(f"{option} takes NAME={kind.__name__.upper()}, got {pair!r}") from None
+    return values
 
 
 def probe_command(

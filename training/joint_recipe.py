@@ -31,6 +31,12 @@ class JointRecipe:
     )
     # Faces drawn from each dataset per epoch, by dataset folder name; others take all.
     per_epoch: dict[str, int] = field(default_factory=dict)
+    # Share of each named dataset's training target that is the initial model's own answer
+    # (distillation: fine-tuning for new faces without forgetting what it knew about FER).
+    distill: dict[str, float] = field(default_factory=dict)
+    # Selection floors by dataset: epochs whose val accuracy reaches every floor win over
+    # those that do not; the best mean accuracy decides within each group.
+    floor: dict[str, float] = field(default_factory=dict)
     time_limit_minutes: float | None = knob(
         None, "Minutes of training epochs; the bundle is still written.", option="--time-limit"
     )
@@ -48,3 +54,6 @@ class JointRecipe:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
         if any(n < 1 for n in self.per_epoch.values()):
             raise ValueError(f"per_epoch counts must be >= 1, got {self.per_epoch}")
+        for name, shares in (("distill", self.distill), ("floor", self.floor)):
+            if any(not 0.0 <= v <= 1.0 for v in shares.values()):
+                raise ValueError(f"{name} values must be within 0..1, got {shares}")
