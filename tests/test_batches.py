@@ -35,6 +35,17 @@ def test_jitter_is_the_identity_at_zero_strength(monkeypatch) -> None:
         assert np.allclose(out, face, atol=1e-5) or np.allclose(flipped, face, atol=1e-5)
 
 
+def test_colour_faces_move_as_one_image_each_channel_like_a_grey_one() -> None:
+    faces = np.random.default_rng(6).random((5, 48, 48, 3), dtype=np.float32)
+    jittered = augment.geometric_jitter(faces, np.random.default_rng(7))
+    assert jittered.shape == faces.shape
+    for channel in range(3):
+        alone = augment.geometric_jitter(
+            faces[..., channel : channel + 1], np.random.default_rng(7)
+        )
+        np.testing.assert_allclose(jittered[..., channel : channel + 1], alone, atol=1e-6)
+
+
 def _batches(**options) -> AugmentedBatches:
     rng = np.random.default_rng(5)
     images = rng.integers(0, 256, (50, 48, 48, 1), dtype=np.uint8)

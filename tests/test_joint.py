@@ -120,7 +120,8 @@ def test_score_counts_every_image_and_reports_foreign_answers() -> None:
 
 
 @pytest.mark.slow
-def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("color", ["grayscale", "rgb"])
+def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> None:
     datasets = []
     for name, classes, seed in (("fer", FER_SIDE, 2), ("korean", KOREAN_SIDE, 3)):
         for side, count in (("train", 24), ("val", 8)):
@@ -128,6 +129,7 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path) -> None:
         datasets.append(tmp_path / name)
     recipe = JointRecipe(
         input_size=24,
+        color=color,
         width=4,
         epochs=4,
         batch_size=8,
@@ -139,7 +141,7 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path) -> None:
     )
     metrics = train_joint(datasets, tmp_path / "run", recipe=recipe)
     spec = json.loads((tmp_path / "run" / "bundle" / "bundle.json").read_text())
-    assert spec["labels"] == list(UNION_LABELS)
+    assert spec["labels"] == list(UNION_LABELS) and spec["color"] == color
     assert metrics["fer"]["accuracy"] >= 0.6 and metrics["korean"]["accuracy"] >= 0.6
     lines = (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()
     assert len(lines) == metrics["epochs_run"] == 4

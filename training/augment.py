@@ -42,23 +42,26 @@ def geometric_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def _bilinear(images: np.ndarray, source_r: np.ndarray, source_c: np.ndarray) -> np.ndarray:
-    """Single-channel images sampled at (N, H, W) source coordinates, clamped to the edges."""
-    n, height, width, _ = images.shape
+    """Images (grey or colour) sampled at (N, H, W) source coordinates, clamped to the edges."""
+    n, height, width, channels = images.shape
     source_r = np.clip(source_r.astype(np.float32), 0, height - 1)
     source_c = np.clip(source_c.astype(np.float32), 0, width - 1)
     top = np.minimum(np.floor(source_r), height - 2)
     left = np.minimum(np.floor(source_c), width - 2)
-    down, right = source_r - top, source_c - left  # float32 all through: half the work
-    # Gathers from the flattened batch by one index: several times faster than 3-D indexing.
-    flat = images.reshape(-1)
+    # float32 all through (half the work); weights broadcast over the channels.
+    down, right = (source_r - top)[..., None], (source_c - left)[..., None]
+    # Gathers pixels from the flattened batch by one index: several times faster than 3-D
+    # indexing.
+    pixels = images.reshape(-1, channels)
     corner = (np.arange(n)[:, None, None] * height + top.astype(np.intp)) * width + left.astype(
         np.intp
     )
-    upper_left, upper_right = flat.take(corner), flat.take(corner + 1)
-    lower_left, lower_right = flat.take(corner + width), flat.take(corner + width + 1)
+    upper_left, upper_right = pixels.take(corner, axis=0), pixels.take(corner + 1, axis=0)
+    lower_left = pixels.take(corner + width, axis=0)
+    lower_right = pixels.take(corner + width + 1, axis=0)
     upper = upper_left + (upper_right - upper_left) * right
     lower = lower_left + (lower_right - lower_left) * right
-    return (upper + (lower - upper) * down)[..., None]
+    return upper + (lower - upper) * down
 
 
 def random_erasing(
