@@ -115,6 +115,10 @@ def test_score_counts_every_image_and_reports_foreign_answers() -> None:
         probabilities[row, UNION_LABELS.index(answer)] = 1.0
     report = score_dataset(probabilities, data)
     assert report["accuracy"] == 0.5  # neutral and fear are wrong answers, not skipped
+    # Second choices inside the dataset's labels: right for the neutral face, wrong for fear.
+    probabilities[1, UNION_LABELS.index("anxious")] = 0.2
+    probabilities[3, UNION_LABELS.index("anxious")] = 0.2
+    assert score_dataset(probabilities, data)["own_labels_accuracy"] == 0.75
     assert report["foreign_answers"] == {"share": 0.5, "by_label": {"fear": 1, "neutral": 1}}
     assert set(report["per_class"]) == set(KOREAN_SIDE)
 
