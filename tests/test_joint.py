@@ -258,3 +258,18 @@ def test_train_joint_options_read_name_value_pairs() -> None:
             _pairs([bad], "--per-epoch", int)
     with pytest.raises(ValueError, match="distill"):
         JointRecipe(distill={"fer2013": 1.5})
+
+
+def test_per_dataset_options_must_name_a_given_dataset() -> None:
+    from training.joint import check_dataset_names
+
+    check_dataset_names(
+        JointRecipe(per_epoch={"aihub": 10}, floor={"fer2013": 0.7}), ["aihub", "fer2013"]
+    )
+    for recipe, option in (
+        (JointRecipe(per_epoch={"aihb": 10}), "--per-epoch"),
+        (JointRecipe(distill={"fer": 0.5}), "--distill"),
+        (JointRecipe(floor={"sfew": 0.5}), "--floor"),
+    ):
+        with pytest.raises(ValueError, match=option):
+            check_dataset_names(recipe, ["aihub", "fer2013"])

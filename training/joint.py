@@ -205,7 +205,8 @@ def _on_union(answers: np.ndarray, labels: Sequence[str]) -> np.ndarray:
 
 
 def union_head_model(init: keras.Model | None, recipe: JointRecipe):
-    """The compact CNN with a softmax over the union: from a bundle's classifier, or new."""
+    """The compact CNN with a softmax over the union: from `init` (a bundle's classifier for
+    the recipe's input, see `_initial_model`), or new."""
     from keras import layers
 
     from training.compact import compact_cnn
@@ -217,11 +218,10 @@ def union_head_model(init: keras.Model | None, recipe: JointRecipe):
             width=recipe.width,
             channels=1 if recipe.color == "grayscale" else 3,
         )
-    old = adapted(init, recipe)
-    trunk = keras.Model(old.input, old.get_layer("dropout").output)
+    trunk = keras.Model(init.input, init.get_layer("dropout").output)
     head = layers.Dense(len(UNION_LABELS), activation="softmax", name="emotion")
-    model = keras.Model(old.input, head(trunk.output), name=recipe.name)
-    kernel, bias = old.get_layer("emotion").get_weights()
+    model = keras.Model(init.input, head(trunk.output), name=recipe.name)
+    kernel, bias = init.get_layer("emotion").get_weights()
     source = [TEACHER_LABELS.index(WARM_START.get(name, name)) for name in UNION_LABELS]
     offset = np.array([WARM_START_OFFSET if n in WARM_START else 0.0 for n in UNION_LABELS])
     head.set_weights([kernel[:, source], bias[source] + offset])
@@ -394,9 +394,7 @@ def train_joint(
         log.info("%s: train %s, val %s", d.name, d.train.counts(), d.val.counts())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "epochs.jsonl").unlink(missing_ok=True)
-    unknown = sorted(set(recipe.floor) - {d.name for d in datasets})
-    if unknown:
-        raise ValueError(f"--floor names datasets that are not given: {unknown}")
+    check_dataset_names(recipe, [d.name for d in datasets])
     init = _initial_model(init_from, recipe)
     batches = build_batches(datasets, recipe, teacher=init)
     model = union_head_model(init, recipe)
@@ -413,6 +411,18 @@ def train_joint(
     metrics["epochs_run"] = len(history.history["loss"])
     _write(model, out_dir, recipe, metrics, data_dirs, init_from)
     return metrics
+
+
+def check_dataset_names(recipe: JointRecipe, names: Sequence[str]) -> None:
+    """Refuse a per-dataset option naming no given dataset (a typo would silently do nothing)."""
+    for option, values in (
+        ("--per-epoch", recipe.per_epoch),
+        ("--distill", recipe.distill),
+        ("--floor", recipe.floor),
+    ):
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"{option} names datasets that are not given: {unknown}")
 
 
 def _initial_model(init_from: Path | None, recipe: JointRecipe) -> keras.Model | None:
