@@ -273,3 +273,33 @@ def test_per_dataset_options_must_name_a_given_dataset() -> None:
     ):
         with pytest.raises(ValueError, match=option):
             check_dataset_names(recipe, ["aihub", "fer2013"])
+
+
+def test_a_start_model_keeps_each_label_it_knows_and_warm_starts_the_rest() -> None:
+    from ml.labels import FER_LABELS
+    from training.compact import compact_cnn
+    from training.joint import Bundled, union_head_model
+
+    faces = np.random.default_rng(0).integers(0, 255, (3, 24, 24, 1)).astype(np.uint8)
+    scaled = faces.astype(np.float32) / 255.0
+    recipe = JointRecipe(input_size=24)
+    # A model that already answers the union, in another order: every answer carried over.
+    union_net = compact_cnn(24, len(UNION_LABELS), width=4, blocks=(1, 1, 1), channels=1)
+    reordered = tuple(reversed(UNION_LABELS))
+    model = union_head_model(Bundled(union_net, reordered), recipe)
+    np.testing.assert_allclose(
+        model.predict(scaled, verbose=0),
+        union_net.predict(scaled, verbose=0)[:, ::-1],
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    # A FER model: its seven kept, anxious a logit under fear (its WARM_START twin).
+    fer_net = compact_cnn(24, len(FER_LABELS), width=4, blocks=(1, 1, 1), channels=1)
+    answers = union_head_model(Bundled(fer_net, FER_LABELS), recipe).predict(scaled, verbose=0)
+    ratio = answers[:, UNION_LABELS.index("anxious")] / answers[:, UNION_LABELS.index("fear")]
+    np.testing.assert_allclose(ratio, np.exp(-1.0), rtol=1e-4)
+    # As a teacher, its answers land in the union's columns (none for labels it lacks).
+    taught = Bundled(fer_net, FER_LABELS).answers(faces)
+    assert taught.shape == (3, len(UNION_LABELS))
+    np.testing.assert_allclose(taught.sum(axis=1), 1.0, rtol=1e-5)
+    assert not taught[:, UNION_LABELS.index("hurt")].any()

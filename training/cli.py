@@ -456,9 +456,13 @@ def train_joint_command(
     distill: Annotated[
         list[str] | None,
         typer.Option(
-            help="NAME=SHARE: that share of dataset NAME's targets is the --init-from model's "
-            "own answer (keeps what it knew); repeat."
+            help="NAME=SHARE: that share of dataset NAME's targets is the teacher's answer "
+            "(keeps what it knew); repeat."
         ),
+    ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(help="Bundle whose answers --distill blends in (default: --init-from)."),
     ] = None,
     floor: Annotated[
         list[str] | None,
@@ -484,7 +488,9 @@ def train_joint_command(
             distill=_pairs(distill or [], "--distill", float),
             floor=_pairs(floor or [], "--floor", float),
         )
-        metrics = train_joint(data, output_dir, recipe=recipe, init_from=init_from)
+        metrics = train_joint(
+            data, output_dir, recipe=recipe, init_from=init_from, teacher_from=teacher
+        )
     names = [d.name for d in data]
     typer.echo(
         f"Wrote {output_dir / 'bundle'}: "

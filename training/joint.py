@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from ml.faces import CROP_MARGIN
-from ml.models import FER_LABELS, BundleSpec
+from ml.models import BundleSpec
 from training.batches import AugmentedBatches
 from training.bundle import MODEL_FILE, ModelCard, write_bundle
 from training.data import FaceArrays, load_faces
@@ -50,10 +50,20 @@ log = logging.getLogger(__name__)
 # FER faces (a first CPU run answered every FER surprise face "embarrassed").
 WARM_START = {"anxious": "fear", "hurt": "sad", "embarrassed": "surprise"}
 WARM_START_OFFSET = -1.0
-# What every compact bundle so far answers, and so what a model we start from answers.
-TEACHER_LABELS = FER_LABELS
 # PIL's "L" conversion: L = 0.299 R + 0.587 G + 0.114 B.
 GREY_FROM_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A compact bundle's classifier (mirror averaging unwrapped) and the labels it answers."""
+
+    classifier: keras.Model
+    labels: tuple[str, ...]
+
+    def answers(self, images: np.ndarray) -> np.ndarray:
+        """Its flip-averaged answers on `images`, placed in the union's columns."""
+        return _on_union(flip_averaged(keras_predict(self.classifier), images), self.labels)
 
 
 @dataclass(frozen=True)
@@ -159,7 +169,7 @@ def _draw(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def build_batches(
-    datasets: Sequence[Dataset], recipe: JointRecipe, teacher: keras.Model | None = None
+    datasets: Sequence[Dataset], recipe: JointRecipe, teacher: Bundled | None = None
 ) -> MixedBatches:
     images = np.concatenate([d.train.images for d in datasets])
     targets = np.concatenate([_targets(d, recipe, teacher) for d in datasets])
@@ -178,18 +188,17 @@ def build_batches(
     )
 
 
-def _targets(data: Dataset, recipe: JointRecipe, teacher: keras.Model | None) -> np.ndarray:
+def _targets(data: Dataset, recipe: JointRecipe, teacher: Bundled | None) -> np.ndarray:
     share = recipe.distill.get(data.name, 0.0)
     if not share:
         return joint_targets(data.train, recipe.label_smoothing)
     if teacher is None:
-        raise ValueError("--distill needs --init-from: the initial model is the teacher")
-    answers = flip_averaged(keras_predict(teacher), data.train.images)
-    log.info("%s: distilling %.0f%% of each target from the initial model", data.name, 100 * share)
+        raise ValueError("--distill needs a teacher: --teacher or --init-from")
+    log.info("%s: distilling %.0f%% of each target from the teacher", data.name, 100 * share)
     return joint_targets(
         data.train,
         recipe.label_smoothing,
-        teacher=_on_union(answers, TEACHER_LABELS),
+        teacher=teacher.answers(data.train.images),
         teacher_share=share,
     )
 
@@ -204,9 +213,12 @@ def _on_union(answers: np.ndarray, labels: Sequence[str]) -> np.ndarray:
 # --- the model --------------------------------------------------------------------------------
 
 
-def union_head_model(init: keras.Model | None, recipe: JointRecipe):
+def union_head_model(init: Bundled | None, recipe: JointRecipe):
     """The compact CNN with a softmax over the union: from `init` (a bundle's classifier for
-    the recipe's input, see `_initial_model`), or new."""
+    the recipe's input, see `_bundled`), or new.
+
+    Each union label's output is copied from `init`'s output of the same name; a label it
+    lacks starts from its WARM_START twin, a logit lower."""
     from keras import layers
 
     from training.compact import compact_cnn
@@ -218,12 +230,14 @@ def union_head_model(init: keras.Model | None, recipe: JointRecipe):
             width=recipe.width,
             channels=1 if recipe.color == "grayscale" else 3,
         )
-    trunk = keras.Model(init.input, init.get_layer("dropout").output)
+    net = init.classifier
+    trunk = keras.Model(net.input, net.get_layer("dropout").output)
     head = layers.Dense(len(UNION_LABELS), activation="softmax", name="emotion")
-    model = keras.Model(init.input, head(trunk.output), name=recipe.name)
-    kernel, bias = init.get_layer("emotion").get_weights()
-    source = [TEACHER_LABELS.index(WARM_START.get(name, name)) for name in UNION_LABELS]
-    offset = np.array([WARM_START_OFFSET if n in WARM_START else 0.0 for n in UNION_LABELS])
+    model = keras.Model(net.input, head(trunk.output), name=recipe.name)
+    kernel, bias = net.get_layer("emotion").get_weights()
+    copied = [name if name in init.labels else WARM_START[name] for name in UNION_LABELS]
+    source = [init.labels.index(name) for name in copied]
+    offset = np.array([0.0 if n in init.labels else WARM_START_OFFSET for n in UNION_LABELS])
     head.set_weights([kernel[:, source], bias[source] + offset])
     return model
 
@@ -385,8 +399,11 @@ def train_joint(
     *,
     recipe: JointRecipe | None = None,
     init_from: Path | None = None,
+    teacher_from: Path | None = None,
 ) -> dict[str, Any]:
-    """Train over every dataset folder, select on their val faces, write out_dir/bundle."""
+    """Train over every dataset folder, select on their val faces, write out_dir/bundle.
+
+    `teacher_from` answers the faces that `recipe.distill` names (default: `init_from`)."""
     recipe = recipe or JointRecipe()
     keras.utils.set_random_seed(recipe.seed)
     datasets = [load_dataset(d, recipe) for d in data_dirs]
@@ -395,8 +412,9 @@ def train_joint(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "epochs.jsonl").unlink(missing_ok=True)
     check_dataset_names(recipe, [d.name for d in datasets])
-    init = _initial_model(init_from, recipe)
-    batches = build_batches(datasets, recipe, teacher=init)
+    init = _bundled(init_from, recipe)
+    teacher = _bundled(teacher_from, recipe) if teacher_from else init
+    batches = build_batches(datasets, recipe, teacher=teacher)
     model = union_head_model(init, recipe)
     _compile(model, recipe, steps_per_epoch=len(batches))
     select = SelectBest(datasets, out_dir, recipe.floor)
@@ -409,7 +427,7 @@ def train_joint(
     metrics = {**select.best, "selected_epoch": select.best_epoch}
     metrics["floors_met"] = select.rank(select.best)[0]
     metrics["epochs_run"] = len(history.history["loss"])
-    _write(model, out_dir, recipe, metrics, data_dirs, init_from)
+    _write(model, out_dir, recipe, metrics, data_dirs, init_from, teacher_from)
     return metrics
 
 
@@ -425,13 +443,18 @@ def check_dataset_names(recipe: JointRecipe, names: Sequence[str]) -> None:
             raise ValueError(f"{option} names datasets that are not given: {unknown}")
 
 
-def _initial_model(init_from: Path | None, recipe: JointRecipe) -> keras.Model | None:
-    """The classifier of the bundle we start from, for the recipe's input (see `adapted`)."""
+def _bundled(bundle: Path | None, recipe: JointRecipe) -> Bundled | None:
+    """A compact bundle's classifier for the recipe's input (see `adapted`), and its labels."""
+    from ml.models import resolve_model
     from training.compact import classifier_from
 
-    if init_from is None:
+    if bundle is None:
         return None
-    return adapted(classifier_from(init_from / MODEL_FILE), recipe)
+    spec, model_file = resolve_model(bundle)
+    unknown = sorted(set(spec.labels) - set(UNION_LABELS))
+    if unknown:
+        raise ValueError(f"{bundle}: labels the joint model does not have: {unknown}")
+    return Bundled(adapted(classifier_from(model_file), recipe), tuple(spec.labels))
 
 
 def _description(model, init_from: Path | None) -> str:
@@ -445,7 +468,9 @@ def _description(model, init_from: Path | None) -> str:
     )
 
 
-def _write(model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_from) -> Path:
+def _write(
+    model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_from, teacher_from
+) -> Path:
     from training.compact import with_flip_averaging
 
     serving = with_flip_averaging(model)
@@ -461,7 +486,8 @@ def _write(model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_f
     )
     card = ModelCard(
         data="; ".join(str(d) for d in data_dirs)
-        + (f"; initialised from {init_from}" if init_from else ""),
+        + (f"; initialised from {init_from}" if init_from else "")
+        + (f"; distilled from {teacher_from}" if teacher_from else ""),
         split="each dataset's val/ folder: FER2013 PublicTest, AIHub split by person, SFEW by film "
         "(`moodbot split`)",
         metrics=metrics,
