@@ -248,6 +248,25 @@ def test_selection_prefers_epochs_that_reach_every_floor() -> None:
     )
 
 
+def test_pooled_selection_weighs_every_val_image_alike() -> None:
+    from training.joint import SelectBest
+
+    # Epoch a: +3 faces on a 145-face val; epoch b: +40 faces on a 4,948-face one.
+    def scores(small: int, large: int) -> dict:
+        reports = {"films": (small, 145), "korean": (large, 4948)}
+        out = {k: {"accuracy": r / n, "n": n} for k, (r, n) in reports.items()}
+        out["mean_accuracy"] = (small / 145 + large / 4948) / 2
+        out["pooled_accuracy"] = (small + large) / (145 + 4948)
+        return out
+
+    a, b = scores(82, 3149), scores(79, 3189)
+    assert SelectBest([], Path("unused")).rank(a) > SelectBest([], Path("unused")).rank(b)
+    pooled = SelectBest([], Path("unused"), by="pooled")
+    assert pooled.rank(b) > pooled.rank(a)
+    with pytest.raises(ValueError, match="select"):
+        JointRecipe(select_by="median")
+
+
 def test_train_joint_options_read_name_value_pairs() -> None:
     from training.cli import _pairs
 

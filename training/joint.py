@@ -342,8 +342,12 @@ def score_dataset(
 
 
 def score_all(predict, datasets: Sequence[Dataset]) -> dict[str, Any]:
+    """Each dataset's report, their mean accuracy, and the accuracy over all their images."""
     scores = {d.name: score_dataset(flip_averaged(predict, d.val.images), d.val) for d in datasets}
-    scores["mean_accuracy"] = round(float(np.mean([s["accuracy"] for s in scores.values()])), 4)
+    reports = list(scores.values())
+    scores["mean_accuracy"] = round(float(np.mean([s["accuracy"] for s in reports])), 4)
+    right = sum(s["accuracy"] * s["n"] for s in reports)
+    scores["pooled_accuracy"] = round(float(right / max(1, sum(s["n"] for s in reports))), 4)
     return scores
 
 
@@ -355,22 +359,27 @@ class SelectBest(keras.callbacks.Callback):
     """After every epoch: score each dataset's val faces, log them, keep the best weights.
 
     Best: an epoch that reaches every floor (dataset name -> val accuracy) beats one that
-    does not; then the higher mean accuracy wins.
+    does not; then the higher `by` wins: "mean" (of the datasets' accuracies) or "pooled"
+    (over all their images, so a 145-face val cannot outvote 4,948 faces).
     """
 
     def __init__(
-        self, datasets: Sequence[Dataset], out_dir: Path, floors: dict[str, float] | None = None
+        self,
+        datasets: Sequence[Dataset],
+        out_dir: Path,
+        floors: dict[str, float] | None = None,
+        by: str = "mean",
     ) -> None:
         super().__init__()
         self.datasets, self.log_file = datasets, out_dir / "epochs.jsonl"
-        self.floors = floors or {}
+        self.floors, self.key = floors or {}, f"{by}_accuracy"
         self.best: dict[str, Any] = {}
         self.best_weights: list[np.ndarray] = []
         self.best_epoch = 0
 
     def rank(self, scores: dict[str, Any]) -> tuple[bool, float]:
         floors_met = all(scores[name]["accuracy"] >= v for name, v in self.floors.items())
-        return floors_met, scores["mean_accuracy"]
+        return floors_met, scores[self.key]
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         scores = score_all(keras_predict(self.model), self.datasets)
@@ -380,7 +389,7 @@ class SelectBest(keras.callbacks.Callback):
         for d in self.datasets:
             row[f"{d.name}_own"] = scores[d.name]["own_labels_accuracy"]
             row[f"{d.name}_foreign"] = scores[d.name]["foreign_answers"]["share"]
-        row["mean"] = scores["mean_accuracy"]
+        row["mean"], row["pooled"] = scores["mean_accuracy"], scores["pooled_accuracy"]
         row["floors_met"] = self.rank(scores)[0]
         log.info("epoch %d: %s", epoch + 1, row)
         with self.log_file.open("a") as f:
@@ -417,7 +426,7 @@ def train_joint(
     batches = build_batches(datasets, recipe, teacher=teacher)
     model = union_head_model(init, recipe)
     _compile(model, recipe, steps_per_epoch=len(batches))
-    select = SelectBest(datasets, out_dir, recipe.floor)
+    select = SelectBest(datasets, out_dir, recipe.floor, recipe.select_by)
     minutes = recipe.time_limit_minutes
     callbacks = [select, *([deadline(minutes)] if minutes else [])]
     history = model.fit(

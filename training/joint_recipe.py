@@ -37,6 +37,11 @@ class JointRecipe:
     # Selection floors by dataset: epochs whose val accuracy reaches every floor win over
     # those that do not; the best mean accuracy decides within each group.
     floor: dict[str, float] = field(default_factory=dict)
+    select_by: str = knob(
+        "mean",
+        "Epoch selection: mean (of the vals' accuracies) or pooled (over all their images).",
+        option="--select",
+    )
     time_limit_minutes: float | None = knob(
         None, "Minutes of training epochs; the bundle is still written.", option="--time-limit"
     )
@@ -48,6 +53,8 @@ class JointRecipe:
     def __post_init__(self) -> None:
         if not 0.0 <= self.union_weight <= 1.0:
             raise ValueError(f"union_weight must be within 0..1, got {self.union_weight!r}")
+        if self.select_by not in ("mean", "pooled"):
+            raise ValueError(f"select must be mean or pooled, got {self.select_by!r}")
         if self.color not in ("grayscale", "rgb"):
             raise ValueError(f"color must be grayscale or rgb, got {self.color!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
