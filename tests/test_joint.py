@@ -322,3 +322,6 @@ def test_a_start_model_keeps_each_label_it_knows_and_warm_starts_the_rest() -> N
     assert taught.shape == (3, len(UNION_LABELS))
     np.testing.assert_allclose(taught.sum(axis=1), 1.0, rtol=1e-5)
     assert not taught[:, UNION_LABELS.index("hurt")].any()
+    no_neutral = tuple(n for n in FER_LABELS if n != "neutral")
+    with pytest.raises(ValueError, match="neutral"):
+        union_head_model(Bundled(compact_cnn(24, 6, width=4, blocks=(1, 1, 1)), no_neutral), recipe)

@@ -230,6 +230,9 @@ def union_head_model(init: Bundled | None, recipe: JointRecipe):
             width=recipe.width,
             channels=1 if recipe.color == "grayscale" else 3,
         )
+    unstartable = sorted(set(UNION_LABELS) - set(init.labels) - set(WARM_START))
+    if unstartable:
+        raise ValueError(f"cannot start from a model that lacks {unstartable}: no twin to copy")
     net = init.classifier
     trunk = keras.Model(net.input, net.get_layer("dropout").output)
     head = layers.Dense(len(UNION_LABELS), activation="softmax", name="emotion")

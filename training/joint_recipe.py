@@ -35,7 +35,7 @@ class JointRecipe:
     # (distillation: fine-tuning for new faces without forgetting what it knew about FER).
     distill: dict[str, float] = field(default_factory=dict)
     # Selection floors by dataset: epochs whose val accuracy reaches every floor win over
-    # those that do not; the best mean accuracy decides within each group.
+    # those that do not; `select_by` decides within each group.
     floor: dict[str, float] = field(default_factory=dict)
     select_by: str = knob(
         "mean",
