@@ -141,6 +141,7 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
         warmup_epochs=0,
         erasing=0.0,
         per_epoch={"fer": 48},
+        average_epochs=2,
         name="tiny",
     )
     metrics = train_joint(datasets, tmp_path / "run", recipe=recipe)
@@ -149,7 +150,13 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
     assert metrics["fer"]["accuracy"] >= 0.6 and metrics["korean"]["accuracy"] >= 0.6
     lines = (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()
     assert len(lines) == metrics["epochs_run"] == 4
-    assert 1 <= metrics["selected_epoch"] <= 4
+    averaging = metrics["weight_averaging"]
+    assert averaging["epochs_averaged"] == 2
+    kept = (
+        averaging["averaged"] if metrics["selected_epoch"] is None else averaging["selected_epoch"]
+    )
+    assert {n: metrics[n]["accuracy"] for n in ("fer", "korean")} == kept
+    assert metrics["selected_epoch"] is None or 1 <= metrics["selected_epoch"] <= 4
 
 
 def test_label_offsets_undo_a_prior_that_favours_foreign_answers() -> None:

@@ -36,23 +36,27 @@ def weight_collector(last_epochs: int, total_epochs: int):
 
 
 def averaged_model(model, snapshots: list[list[np.ndarray]], images: np.ndarray, batch_size=256):
-    """A copy of `model` with the mean of `snapshots`, its BN statistics re-measured on `images`.
+    """A copy of `model` with the mean of `snapshots` (see `set_average`)."""
+    import keras
+
+    clone = keras.models.clone_model(model)
+    set_average(clone, snapshots, images, batch_size)
+    return clone
+
+
+def set_average(model, snapshots: list[list[np.ndarray]], images: np.ndarray, batch_size=256):
+    """Give `model` the mean of `snapshots`, its BN statistics re-measured on `images`.
 
     `images` are uint8 (N, H, W, C), scaled here to 0..1 like the training inputs; at most
     BN_SAMPLE of them, drawn at random with a fixed seed, are used.
     """
-    import keras
-
     if not snapshots:
         raise ValueError("no weights to average: the run ended before the averaging epochs")
-    average = [np.mean(layer, axis=0) for layer in zip(*snapshots, strict=True)]
-    clone = keras.models.clone_model(model)
-    clone.set_weights(average)
+    model.set_weights([np.mean(layer, axis=0) for layer in zip(*snapshots, strict=True)])
     if len(images) > BN_SAMPLE:
         images = images[np.sort(np.random.default_rng(0).choice(len(images), BN_SAMPLE, False))]
-    _remeasure_batch_norm(clone, images, batch_size)
+    _remeasure_batch_norm(model, images, batch_size)
     log.info("Averaged the weights of %d epochs", len(snapshots))
-    return clone
 
 
 def _remeasure_batch_norm(model, images: np.ndarray, batch_size: int) -> None:

@@ -495,7 +495,7 @@ def train_joint_command(
     typer.echo(
         f"Wrote {output_dir / 'bundle'}: "
         + ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
-        + f" (epoch {metrics['selected_epoch']})."
+        + f" ({metrics['selected']})."
     )
 
 

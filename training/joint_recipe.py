@@ -42,6 +42,11 @@ class JointRecipe:
         "Epoch selection: mean (of the vals' accuracies) or pooled (over all their images).",
         option="--select",
     )
+    average_epochs: int = knob(
+        0,
+        "Also average the weights of the schedule's last N epochs (fresh batch-norm "
+        "statistics) and keep the average when it ranks above the selected epoch.",
+    )
     time_limit_minutes: float | None = knob(
         None, "Minutes of training epochs; the bundle is still written.", option="--time-limit"
     )
@@ -59,6 +64,8 @@ class JointRecipe:
             raise ValueError(f"color must be grayscale or rgb, got {self.color!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
+        if self.average_epochs < 0:
+            raise ValueError(f"average_epochs must be >= 0, got {self.average_epochs!r}")
         if any(n < 1 for n in self.per_epoch.values()):
             raise ValueError(f"per_epoch counts must be >= 1, got {self.per_epoch}")
         for name, shares in (("distill", self.distill), ("floor", self.floor)):
