@@ -441,26 +441,27 @@ def train_joint(
     metrics = {**select.best, "selected": f"epoch {select.best_epoch}"}
     metrics["selected_epoch"] = select.best_epoch
     if collector.snapshots:
-        metrics = _better_of_average(model, metrics, collector.snapshots, datasets, select)
+        metrics = _better_of_average(model, metrics, collector.snapshots, batches, select)
     metrics["floors_met"] = select.rank(metrics)[0]
     metrics["epochs_run"] = len(history.history["loss"])
     _write(model, out_dir, recipe, metrics, data_dirs, init_from, teacher_from)
     return metrics
 
 
-def _better_of_average(model, metrics, snapshots, datasets: Sequence[Dataset], select):
+def _better_of_average(model, metrics, snapshots, batches: MixedBatches, select):
     """The selected epoch's model, or the average of the last epochs when it ranks higher.
 
-    Batch-norm statistics of the average are measured over every dataset's training faces
-    (`set_average` samples at most BN_SAMPLE of them). The model is changed in place (a
-    clone would need the custom loss registered)."""
+    Batch-norm statistics of the average are measured over the training faces of every
+    dataset (`set_average` samples at most BN_SAMPLE of them). The model is changed in place
+    (a clone would need the custom loss registered)."""
+    datasets = select.datasets
     selected_weights = model.get_weights()
-    set_average(model, snapshots, np.concatenate([d.train.images for d in datasets]))
+    set_average(model, snapshots, batches.images)
     scores = score_all(keras_predict(model), datasets)
     summary = {
         "epochs_averaged": len(snapshots),
-        "selected_epoch": {k: metrics[k]["accuracy"] for k in _names(datasets)},
-        "averaged": {k: scores[k]["accuracy"] for k in _names(datasets)},
+        "selected_epoch": {d.name: metrics[d.name]["accuracy"] for d in datasets},
+        "averaged": {d.name: scores[d.name]["accuracy"] for d in datasets},
     }
     log.info("weight averaging: %s", summary)
     if select.rank(scores) > select.rank(metrics):
@@ -470,10 +471,6 @@ def _better_of_average(model, metrics, snapshots, datasets: Sequence[Dataset], s
         model.set_weights(selected_weights)
     metrics["weight_averaging"] = summary
     return metrics
-
-
-def _names(datasets: Sequence[Dataset]) -> list[str]:
-    return [d.name for d in datasets]
 
 
 def check_dataset_names(recipe: JointRecipe, names: Sequence[str]) -> None:
