@@ -332,3 +332,23 @@ def test_a_start_model_keeps_each_label_it_knows_and_warm_starts_the_rest() -> N
     no_neutral = tuple(n for n in FER_LABELS if n != "neutral")
     with pytest.raises(ValueError, match="neutral"):
         union_head_model(Bundled(compact_cnn(24, 6, width=4, blocks=(1, 1, 1)), no_neutral), recipe)
+
+
+def test_a_teacher_reads_the_training_faces_at_its_own_side(tmp_path: Path) -> None:
+    from ml.labels import FER_LABELS
+    from training.compact import compact_cnn
+    from training.data import load_faces
+    from training.joint import Bundled, _train_faces_for, load_dataset
+
+    _faces_folder(tmp_path / "fer" / "train", FER_SIDE, 3, seed=4)
+    _faces_folder(tmp_path / "fer" / "val", FER_SIDE, 1, seed=5)
+    recipe = JointRecipe(input_size=28)
+    data = load_dataset(tmp_path / "fer", recipe)
+    teacher = Bundled(compact_cnn(24, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
+    faces = _train_faces_for(teacher, data, recipe)
+    # The files loaded again at 24 px, in the same order: not the 28 px faces shrunk.
+    expected = load_faces(tmp_path / "fer" / "train", data.labels, size=24).images
+    np.testing.assert_array_equal(faces, expected)
+    assert teacher.answers(faces).shape == (len(faces), len(UNION_LABELS))
+    same_side = Bundled(compact_cnn(28, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
+    assert _train_faces_for(same_side, data, recipe) is data.train.images
