@@ -17,7 +17,8 @@ followed by the 0/1 mask of the labels its dataset uses.
 Every epoch draws a fixed number of faces from each dataset (a small dataset is repeated, a
 large one sampled), so a 700-face film set is not drowned by 28,709 FER faces. After every
 epoch the model is scored on each dataset's held-out faces, every image counted (a label the
-dataset does not use counts as wrong), and the epoch with the best mean accuracy is kept.
+dataset does not use counts as wrong), and the epoch with the best accuracy over all their
+images is kept (or the best mean of their accuracies, `--select mean`).
 """
 
 from __future__ import annotations
@@ -388,7 +389,7 @@ class SelectBest(keras.callbacks.Callback):
         datasets: Sequence[Dataset],
         out_dir: Path,
         floors: dict[str, float] | None = None,
-        by: str = "mean",
+        by: str = "pooled",
     ) -> None:
         super().__init__()
         self.datasets, self.log_file = datasets, out_dir / "epochs.jsonl"
