@@ -158,25 +158,48 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
     assert {n: metrics[n]["accuracy"] for n in ("fer", "korean")} == kept
     assert metrics["selected_epoch"] is None or 1 <= metrics["selected_epoch"] <= 4
 
+    # Prior offsets on the written bundle: a bundle again, with honest (cross-fitted) scores.
+    from training.calibrate import calibrate
 
-def test_label_offsets_undo_a_prior_that_favours_foreign_answers() -> None:
-    from training.calibrate import fold_into_bias, search_offsets, shifted
-    from training.joint import Dataset
+    shifted = calibrate(
+        tmp_path / "run" / "bundle",
+        datasets,
+        tmp_path / "cal",
+        groupings={"korean": "person"},
+        floors={"fer": 0.5},
+    )
+    assert (tmp_path / "cal" / "bundle.json").is_file()
+    assert set(shifted["label_offsets"]) == set(UNION_LABELS)
+    for name, n in (("fer", 24), ("korean", 24)):
+        assert shifted["cross_fitted"][name]["n"] == shifted[name]["n"] == n
+    assert shifted["accuracy_before_offsets"] == {
+        n: round(metrics[n]["accuracy"], 4) for n in ("fer", "korean")
+    }
 
-    # FER faces whose true label (fear) loses narrowly to anxious, a label FER never uses.
-    k, n = len(UNION_LABELS), 6
-    truth = FaceArrays(np.zeros((n, 4, 4, 1), np.uint8), np.zeros(n, int), ("fear", "happy"), {})
-    fer = Dataset("fer", truth, truth)
-    answers = np.full((2, n, k), 0.02, np.float32)
+
+def _margin_answers(name: str, truths: list[str], second_half: list[bool]):
+    """Faces answered anxious 0.44 against fear 0.40, on both views; truth as given."""
+    from training.calibrate import ValAnswers
+
+    n = len(truths)
+    answers = np.full((2, n, len(UNION_LABELS)), 0.02, np.float32)
     answers[:, :, UNION_LABELS.index("fear")] = 0.4
     answers[:, :, UNION_LABELS.index("anxious")] = 0.44
-    assert (
-        shifted(answers, np.zeros(k)).argmax(axis=1).tolist() == [UNION_LABELS.index("anxious")] * n
-    )
+    truth = np.array([UNION_LABELS.index(t) for t in truths])
+    return ValAnswers(name, answers, truth, np.array(second_half))
 
-    offsets = search_offsets([answers], [fer], UNION_LABELS)
-    fixed = shifted(answers, offsets).argmax(axis=1)
-    assert fixed.tolist() == [UNION_LABELS.index("fear")] * n
+
+def test_label_offsets_undo_a_prior_that_favours_foreign_answers() -> None:
+    from training.calibrate import fold_into_bias, scores, search_offsets, shifted
+
+    # FER faces whose true label (fear) loses narrowly to anxious, a label FER never uses.
+    k = len(UNION_LABELS)
+    fer = _margin_answers("fer", ["fear"] * 6, [False, True] * 3)
+    assert scores([fer], np.zeros(k))["fer"]["accuracy"] == 0.0
+
+    offsets = search_offsets([fer], UNION_LABELS)
+    assert fer.right(offsets).all()
+    assert scores([fer], offsets)["pooled_accuracy"] == 1.0
 
     import keras
 
@@ -185,6 +208,46 @@ def test_label_offsets_undo_a_prior_that_favours_foreign_answers() -> None:
     fold_into_bias(model, offsets)
     after = model.predict(np.ones((1, 3)), verbose=0)
     np.testing.assert_allclose(after, shifted(before[None], offsets), rtol=1e-4, atol=1e-6)
+
+
+def test_cross_fitting_scores_each_half_with_the_other_halfs_offsets() -> None:
+    from training.calibrate import cross_fitted, scores, search_offsets
+
+    # One half's faces are fear, the other's anxious, under the same answers: an offset fitted
+    # on all of them is right for half the faces; fitted on one half it is wrong for the other.
+    mixed = _margin_answers("kor", ["fear"] * 4 + ["anxious"] * 4, [False] * 4 + [True] * 4)
+    assert scores([mixed], search_offsets([mixed], UNION_LABELS))["kor"]["accuracy"] == 0.5
+    honest = cross_fitted([mixed], UNION_LABELS)
+    assert honest["kor"] == {"accuracy": 0.0, "macro_f1": 0.0, "n": 8}
+    assert honest["pooled_accuracy"] == 0.0
+    assert len(honest["offsets_by_half"]) == 2
+
+    # Where both halves want the same shift, cross-fitting finds it for both.
+    same = _margin_answers("fer", ["fear"] * 6, [False, True] * 3)
+    assert cross_fitted([same], UNION_LABELS)["fer"]["accuracy"] == 1.0
+
+
+def test_label_offsets_reach_a_floor_at_the_others_cost() -> None:
+    from training.calibrate import scores, search_offsets
+
+    small = _margin_answers("fer", ["fear"] * 2, [False, True])
+    large = _margin_answers("kor", ["anxious"] * 6, [False, True] * 3)
+    plain = search_offsets([small, large], UNION_LABELS)
+    assert scores([small, large], plain)["kor"]["accuracy"] == 1.0  # more faces win
+    floored = search_offsets([small, large], UNION_LABELS, floors={"fer": 1.0})
+    result = scores([small, large], floored)
+    assert result["fer"]["accuracy"] == 1.0 and result["kor"]["accuracy"] == 0.0
+
+
+def test_halves_keep_groups_whole_and_fill_both_sides() -> None:
+    from training.sources import halves
+
+    groups = ["a", "a", "b", "c", "c", "c", "d", "e"]
+    mask = halves(groups)
+    for g in set(groups):
+        assert len({bool(m) for m, h in zip(mask, groups, strict=True) if h == g}) == 1
+    assert mask.tolist() == halves(groups).tolist()  # stable
+    assert sorted({bool(m) for m in halves(["x", "y"])}) == [False, True]  # two groups, two sides
 
 
 def test_every_label_the_joint_model_can_answer_is_known_to_the_product() -> None:

@@ -540,18 +540,46 @@ def calibrate_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle written by train-joint.")],
     output_dir: Annotated[Path, typer.Argument(help="Folder for the shifted model's bundle.")],
     data: Annotated[list[Path], typer.Option(help="Dataset folder (train/, val/); repeat.")],
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=GROUPING (person, film or file): how dataset NAME's val is halved for "
+            "the cross-fitted scores; repeat (default: file, every face its own group)."
+        ),
+    ] = None,
+    floor: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=ACCURACY: offsets that keep dataset NAME there win; repeat."),
+    ] = None,
+    select: Annotated[
+        str, typer.Option(help="What the offsets raise: pooled (over all images) or mean.")
+    ] = "pooled",
 ) -> None:
-    """Search per-label prior offsets on every dataset's val faces and fold them into the model."""
+    """Search per-label prior offsets on every dataset's val faces and fold them into the model.
+
+    Also scores each val half with offsets searched on the other half (cross-fitted)."""
     from training.calibrate import calibrate
 
     _logging()
     with _reported("calibrate"):
-        metrics = calibrate(bundle, data, output_dir)
+        if select not in ("mean", "pooled"):
+            raise ValueError(f"--select takes mean or pooled, got {select!r}")
+        metrics = calibrate(
+            bundle,
+            data,
+            output_dir,
+            groupings=_pairs(group or [], "--group", str),
+            floors=_pairs(floor or [], "--floor", float),
+            by=select,
+        )
     names = [d.name for d in data]
+    honest = metrics["cross_fitted"]
     typer.echo(
         f"Wrote {output_dir}: "
         + ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
-        + f" (before: {metrics['accuracy_before_offsets']})."
+        + f" (before: {metrics['accuracy_before_offsets']}); cross-fitted: "
+        + ", ".join(f"{n} {honest[n]['accuracy']:.4f}" for n in names)
+        + f", pooled {honest['pooled_accuracy']:.4f}."
     )
 
 

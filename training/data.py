@@ -29,6 +29,10 @@ class FaceArrays:
         str, ...
     ] = ()  # the file of each image, in order (empty when not loaded from files)
 
+    def none(self) -> FaceArrays:
+        """No faces, of the same shape and labels."""
+        return FaceArrays(self.images[:0], self.labels[:0], self.label_names, {})
+
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.label_names)}
 

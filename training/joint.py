@@ -82,8 +82,10 @@ class Dataset:
         return self.train.label_names
 
 
-def load_dataset(root: Path, recipe: JointRecipe) -> Dataset:
-    """root/train/<class>/ and root/val/<class>/; the classes are the union labels present."""
+def load_dataset(root: Path, recipe: JointRecipe, *, with_train: bool = True) -> Dataset:
+    """root/train/<class>/ and root/val/<class>/; the classes are the union labels present.
+
+    `with_train=False` leaves the training faces out (none loaded), for scoring only."""
     from training.aihub import DatasetError
 
     present = tuple(label for label in UNION_LABELS if (root / "train" / label).is_dir())
@@ -95,12 +97,9 @@ def load_dataset(root: Path, recipe: JointRecipe) -> Dataset:
     if unknown:
         raise DatasetError(f"{root}/train has class folders the model cannot learn: {unknown}")
     load = dict(size=recipe.input_size, color=recipe.color)
-    return Dataset(
-        root.name,
-        load_faces(root / "train", present, **load),
-        load_faces(root / "val", present, **load),
-        root,
-    )
+    val = load_faces(root / "val", present, **load)
+    train = load_faces(root / "train", present, **load) if with_train else val.none()
+    return Dataset(root.name, train, val, root)
 
 
 def label_mask(labels: Sequence[str], union: Sequence[str] = UNION_LABELS) -> np.ndarray:
@@ -364,12 +363,27 @@ def score_dataset(
 
 def score_all(predict, datasets: Sequence[Dataset]) -> dict[str, Any]:
     """Each dataset's report, their mean accuracy, and the accuracy over all their images."""
-    scores = {d.name: score_dataset(flip_averaged(predict, d.val.images), d.val) for d in datasets}
+    return with_totals(
+        {d.name: score_dataset(flip_averaged(predict, d.val.images), d.val) for d in datasets}
+    )
+
+
+def with_totals(scores: dict[str, Any]) -> dict[str, Any]:
+    """Datasets' reports ({"accuracy", "n", ...} each) with their mean and pooled accuracy."""
     reports = list(scores.values())
-    scores["mean_accuracy"] = round(float(np.mean([s["accuracy"] for s in reports])), 4)
     right = sum(s["accuracy"] * s["n"] for s in reports)
-    scores["pooled_accuracy"] = round(float(right / max(1, sum(s["n"] for s in reports))), 4)
-    return scores
+    return {
+        **scores,
+        "mean_accuracy": round(float(np.mean([s["accuracy"] for s in reports])), 4),
+        "pooled_accuracy": round(float(right / max(1, sum(s["n"] for s in reports))), 4),
+    }
+
+
+def rank(scores: dict[str, Any], floors: dict[str, float], by: str) -> tuple[bool, float]:
+    """What selection maximises: every floor (dataset -> val accuracy) met first, then the
+    `by` accuracy ("mean" or "pooled") of `score_all`/`with_totals` scores."""
+    floors_met = all(scores[name]["accuracy"] >= v for name, v in floors.items())
+    return floors_met, scores[f"{by}_accuracy"]
 
 
 def keras_predict(model):
@@ -393,14 +407,13 @@ class SelectBest(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self.datasets, self.log_file = datasets, out_dir / "epochs.jsonl"
-        self.floors, self.key = floors or {}, f"{by}_accuracy"
+        self.floors, self.by = floors or {}, by
         self.best: dict[str, Any] = {}
         self.best_weights: list[np.ndarray] = []
         self.best_epoch = 0
 
     def rank(self, scores: dict[str, Any]) -> tuple[bool, float]:
-        floors_met = all(scores[name]["accuracy"] >= v for name, v in self.floors.items())
-        return floors_met, scores[self.key]
+        return rank(scores, self.floors, self.by)
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         scores = score_all(keras_predict(self.model), self.datasets)

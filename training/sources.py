@@ -65,6 +65,15 @@ def group_split(groups: Sequence[str], share: float, salt: str = "moodbot") -> n
     )
 
 
+def halves(groups: Sequence[str], salt: str = "halves") -> np.ndarray:
+    """A boolean mask splitting whole groups into two halves, alternating in a stable hash
+    order, so that both halves hold a group whenever there are two (a hash threshold could
+    put all of a small val's films on one side)."""
+    order = sorted(set(groups), key=lambda g: hashlib.sha256(f"{salt}:{g}".encode()).digest())
+    second = {g: i % 2 == 1 for i, g in enumerate(order)}
+    return np.array([second[g] for g in groups], dtype=bool)
+
+
 def split_folder(root: Path, out: Path, by: str, share: float = 0.2) -> dict[str, dict[str, int]]:
     """Link every image under root/<class>/ into out/{train,val}/<class>/, whole groups per side.
 
