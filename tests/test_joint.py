@@ -344,6 +344,9 @@ def test_train_joint_options_read_name_value_pairs() -> None:
     for bad in ("aihub", "=3", "aihub=many"):
         with pytest.raises(ValueError, match="--per-epoch takes NAME=INT"):
             _pairs([bad], "--per-epoch", int)
+    assert _pairs(["sfew=film"], "--group", str) == {"sfew": "film"}
+    with pytest.raises(ValueError, match="--group takes NAME=VALUE"):
+        _pairs(["sfew"], "--group", str)
     with pytest.raises(ValueError, match="distill"):
         JointRecipe(distill={"fer2013": 1.5})
 

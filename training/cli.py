@@ -509,7 +509,8 @@ def _pairs(pairs: list[str], option: str, kind: type[T]) -> dict[str, T]:
                 raise ValueError
             values[name] = kind(value)  # type: ignore[call-arg]
         except ValueError:
-            raise ValueError(f"{option} takes NAME={kind.__name__.upper()}, got {pair!r}") from None
+            shown = "VALUE" if kind is str else kind.__name__.upper()
+            raise ValueError(f"{option} takes NAME={shown}, got {pair!r}") from None
     return values
 
 
