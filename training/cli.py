@@ -563,8 +563,6 @@ def calibrate_command(
 
     _logging()
     with _reported("calibrate"):
-        if select not in ("mean", "pooled"):
-            raise ValueError(f"--select takes mean or pooled, got {select!r}")
         metrics = calibrate(
             bundle,
             data,

@@ -505,11 +505,15 @@ def _better_of_average(model, metrics, snapshots, batches: MixedBatches, select)
 
 def check_dataset_names(recipe: JointRecipe, names: Sequence[str]) -> None:
     """Refuse a per-dataset option naming no given dataset (a typo would silently do nothing)."""
-    for option, values in (
-        ("--per-epoch", recipe.per_epoch),
-        ("--distill", recipe.distill),
-        ("--floor", recipe.floor),
-    ):
+    refuse_unknown_datasets(
+        names,
+        {"--per-epoch": recipe.per_epoch, "--distill": recipe.distill, "--floor": recipe.floor},
+    )
+
+
+def refuse_unknown_datasets(names: Sequence[str], options: dict[str, Any]) -> None:
+    """`options`: option -> its values by dataset name; each name must be one of `names`."""
+    for option, values in options.items():
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(f"{option} names datasets that are not given: {unknown}")

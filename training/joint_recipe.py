@@ -9,6 +9,8 @@ from training.options import knob
 
 # FER's seven, then the AIHub labels FER lacks. The order is the model's output order.
 UNION_LABELS = (*FER_LABELS, "anxious", "hurt", "embarrassed")
+# What epoch selection (and calibration) can maximise: the vals' mean or pooled accuracy.
+SELECTIONS = ("mean", "pooled")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class JointRecipe:
     def __post_init__(self) -> None:
         if not 0.0 <= self.union_weight <= 1.0:
             raise ValueError(f"union_weight must be within 0..1, got {self.union_weight!r}")
-        if self.select_by not in ("mean", "pooled"):
+        if self.select_by not in SELECTIONS:
             raise ValueError(f"select must be mean or pooled, got {self.select_by!r}")
         if self.color not in ("grayscale", "rgb"):
             raise ValueError(f"color must be grayscale or rgb, got {self.color!r}")
