@@ -17,6 +17,7 @@ import itertools
 import logging
 import numbers
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ MAX_RECENT = 100
 # Tracks remembered per person for "no repeats"; older ones are dropped as new ones come.
 MAX_REMEMBERED_TRACKS = 500
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+_WAL_RETRY_S = 0.02
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -557,12 +559,29 @@ class HistoryStore:
         self._db.execute("PRAGMA foreign_keys = ON")
         if not self.read_only:
             # WAL lets readers run while one writer writes (several bots, one file).
-            self._db.enable_wal()
+            self._enable_wal(busy_timeout_ms)
         # With WAL, NORMAL cannot corrupt the file. A killed process loses nothing committed
         # (the OS still holds the WAL); only a power cut may lose the last commits.
         self._db.execute("PRAGMA synchronous = NORMAL")
         if self.max_pages is not None:
             self._db.execute(f"PRAGMA max_page_count = {int(self.max_pages)}")
+
+    def _enable_wal(self, busy_timeout_ms: int) -> None:
+        # Switching a fresh file to WAL needs it to itself, and SQLite may answer SQLITE_BUSY
+        # at once, without its busy handler, while another process opens the same file
+        # (seen in CI with two bots starting together): retry within the same timeout.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                self._db.enable_wal()
+                return
+            except sqlite3.OperationalError as exc:
+                # The low byte of an extended code names its family (SQLITE_BUSY_RECOVERY...).
+                family = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                busy = family in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(_WAL_RETRY_S)
 
     def _migrate(self) -> None:
         if not MIGRATIONS.pending(self._db):

@@ -568,6 +568,38 @@ def test_threads_and_processes_write_at_once(path: Path) -> None:
     assert raw(path, "PRAGMA integrity_check") == [("ok",)]
 
 
+def test_opening_waits_for_a_writer_that_holds_a_fresh_file(path: Path) -> None:
+    # Another process mid-write on a file still in rollback mode: switching to WAL is then a
+    # deadlock to SQLite, which answers SQLITE_BUSY at once without waiting (CI saw this when
+    # two bots opened one fresh file). The store must wait for the writer, not give up.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        writer.execute("CREATE TABLE other (a)")
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO other VALUES (1)")
+        release = threading.Timer(0.3, writer.execute, ["COMMIT"])
+        release.start()
+        HistoryStore(path).close()
+        release.join()
+    finally:
+        writer.close()
+    assert raw(path, "PRAGMA journal_mode") == [("wal",)]
+    assert raw(path, "SELECT a FROM other") == [(1,)]
+
+
+def test_opening_gives_up_on_a_writer_that_never_finishes(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("CREATE TABLE other (a)")
+        writer.execute("BEGIN IMMEDIATE")
+        with pytest.raises(HistoryUnavailable, match="locked"):
+            HistoryStore(path, busy_timeout_ms=200)
+    finally:
+        writer.close()
+
+
 def test_many_threads_open_a_fresh_file_together(path: Path) -> None:
     barrier = threading.Barrier(8)
 
