@@ -176,6 +176,43 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
         n: round(metrics[n]["accuracy"], 4) for n in ("fer", "korean")
     }
 
+    # Weights mixed with a base's: every share scored, the chosen one written, cross-fitted.
+    from training.interpolate import interpolate
+
+    mixed = interpolate(
+        _fer_bundle(tmp_path / "base"),
+        tmp_path / "run" / "bundle",
+        datasets,
+        tmp_path / "mixed",
+        shares=(0.0, 0.5, 1.0),
+        groupings={"korean": "person"},
+    )
+    assert (tmp_path / "mixed" / "bundle.json").is_file()
+    assert list(mixed["by_share"]) == ["0.00", "0.50", "1.00"]
+    assert mixed["by_share"]["1.00"] == {
+        **{n: round(metrics[n]["accuracy"], 4) for n in ("fer", "korean")},
+        "mean_accuracy": metrics["mean_accuracy"],
+        "pooled_accuracy": metrics["pooled_accuracy"],
+    }
+    chosen = mixed["by_share"][f"{mixed['share']:.2f}"]
+    assert chosen["pooled_accuracy"] == max(
+        s["pooled_accuracy"] for s in mixed["by_share"].values()
+    )
+    assert {n: mixed[n]["n"] for n in ("fer", "korean")} == {"fer": 24, "korean": 24}
+    assert len(mixed["cross_fitted"]["share_by_half"]) == 2
+
+
+def _fer_bundle(directory: Path) -> Path:
+    """An untrained tiny compact model over FER's seven labels, bundled like `moodbot train`'s."""
+    from ml.labels import FER_LABELS
+    from ml.models import BundleSpec
+    from training.bundle import MODEL_FILE, ModelCard, write_bundle
+    from training.compact import compact_cnn, with_flip_averaging
+
+    net = compact_cnn(24, len(FER_LABELS), width=4, channels=1)
+    spec = BundleSpec("base", FER_LABELS, (24, 24), "grayscale", "zero_to_one", MODEL_FILE)
+    return write_bundle(directory, with_flip_averaging(net), spec, ModelCard("none", "none"))
+
 
 def _margin_answers(name: str, truths: list[str], second_half: list[bool]):
     """Faces answered anxious 0.44 against fear 0.40, on both views; truth as given."""
@@ -237,6 +274,82 @@ def test_label_offsets_reach_a_floor_at_the_others_cost() -> None:
     floored = search_offsets([small, large], UNION_LABELS, floors={"fer": 1.0})
     result = scores([small, large], floored)
     assert result["fer"]["accuracy"] == 1.0 and result["kor"]["accuracy"] == 0.0
+
+
+@pytest.mark.slow
+def test_mixing_weights_moves_every_layer_from_base_to_tuned() -> None:
+    import keras
+
+    from training.compact import compact_cnn
+    from training.interpolate import mix_into
+
+    base, tuned = (compact_cnn(24, 3, width=4, blocks=(1, 1, 1), channels=1) for _ in range(2))
+    target = keras.models.clone_model(tuned)
+    for share in (0.0, 0.25, 1.0):
+        mix_into(target, base, tuned, share)
+        for b, t, m in zip(
+            base.get_weights(), tuned.get_weights(), target.get_weights(), strict=True
+        ):
+            np.testing.assert_allclose(m, (1 - share) * b + share * t, rtol=1e-6, atol=1e-7)
+    # A label the base never learnt keeps the tuned model's output at any share.
+    mix_into(target, base, tuned, 0.0, tuned_only=[2])
+    (kernel, bias), (tuned_kernel, tuned_bias) = (
+        m.get_layer("emotion").get_weights() for m in (target, tuned)
+    )
+    base_kernel = base.get_layer("emotion").get_weights()[0]
+    np.testing.assert_array_equal(kernel[:, 2], tuned_kernel[:, 2])
+    np.testing.assert_array_equal(bias[2], tuned_bias[2])
+    np.testing.assert_array_equal(kernel[:, :2], base_kernel[:, :2])
+
+
+def _answering(name: str, truth: list[str], answer: str, second_half: list[bool]):
+    """ValAnswers whose every face is answered `answer` on both views."""
+    from training.calibrate import ValAnswers
+
+    views = np.full((2, len(truth), len(UNION_LABELS)), 0.01, np.float32)
+    views[:, :, UNION_LABELS.index(answer)] = 0.9
+    truths = np.array([UNION_LABELS.index(t) for t in truth])
+    return ValAnswers(name, views, truths, np.array(second_half))
+
+
+def test_the_share_chosen_meets_the_floor_then_raises_the_pooled_accuracy() -> None:
+    from training.interpolate import choose
+
+    halves = [False, True, False, True]
+    answers = {  # at 0 the FER faces are right, at 1 the Korean ones, at 0.5 one of each half
+        0.0: [
+            _answering("fer", ["fear"] * 2, "fear", [False, True]),
+            _answering("kor", ["hurt"] * 4, "sad", halves),
+        ],
+        0.5: [
+            _answering("fer", ["fear"] * 2, "fear", [False, True]),
+            _answering("kor", ["hurt", "hurt", "sad", "sad"], "hurt", halves),
+        ],
+        1.0: [
+            _answering("fer", ["fear"] * 2, "anxious", [False, True]),
+            _answering("kor", ["hurt"] * 4, "hurt", halves),
+        ],
+    }
+    assert choose(answers, {}, "pooled") == 1.0  # 4 of 6 right
+    assert choose(answers, {"fer": 1.0}, "pooled") == 0.5  # 4 of 6 with every FER face
+    assert choose(answers, {"fer": 1.0}, "mean") == 0.5
+    ties = {share: answers[0.0] for share in (0.2, 0.4)}
+    assert choose(ties, {}, "pooled") == 0.4  # nearer the fine-tuned model
+
+
+def test_cross_fitting_scores_each_half_with_the_share_the_other_half_chose() -> None:
+    from training.interpolate import cross_fitted
+
+    # Half A (False) is right only at share 0, half B only at share 1.
+    def at(share: float):
+        truth = ["sad", "sad", "hurt", "hurt"]
+        answer = "sad" if share == 0.0 else "hurt"
+        return [_answering("kor", truth, answer, [False, False, True, True])]
+
+    honest = cross_fitted({0.0: at(0.0), 1.0: at(1.0)}, UNION_LABELS, {}, "pooled")
+    # A chooses 0 and scores B with it (wrong), B chooses 1 and scores A with it (wrong).
+    assert honest["share_by_half"] == [1.0, 0.0]
+    assert honest["kor"]["accuracy"] == 0.0 and honest["kor"]["n"] == 4
 
 
 def test_halves_keep_groups_whole_and_fill_both_sides() -> None:

@@ -135,12 +135,16 @@ def cross_fitted(
         for a in answers:
             mask = a.second_half == held_out
             answered[a.name][mask] = shifted(a.views[:, mask], offsets).argmax(axis=-1)
-    result = with_totals({a.name: _report(a.truth, answered[a.name], labels) for a in answers})
+    result = with_totals(
+        {a.name: accuracy_report(a.truth, answered[a.name], labels) for a in answers}
+    )
     result["offsets_by_half"] = fitted
     return result
 
 
-def _report(truth: np.ndarray, answered: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+def accuracy_report(
+    truth: np.ndarray, answered: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any]:
     report = classification_report(truth, answered, labels)  # macro-F1 over the labels present
     return {
         "accuracy": round(report["accuracy"], 4),
@@ -179,7 +183,7 @@ def calibrate(
     from training.joint import JointRecipe, load_dataset
 
     groupings, floors = groupings or {}, floors or {}
-    _check_options([d.name for d in data_dirs], groupings, floors, by)
+    check_options([d.name for d in data_dirs], groupings, floors, by)
     spec, model_file = resolve_model(bundle)
     classifier = classifier_from(model_file)
     recipe = JointRecipe(input_size=spec.input_size[0], color=spec.color)
@@ -215,7 +219,7 @@ def calibrate(
     return metrics
 
 
-def _check_options(
+def check_options(
     names: Sequence[str], groupings: dict[str, str], floors: dict[str, float], by: str
 ) -> None:
     """Refuse what would fail late or do nothing, before anything is loaded."""

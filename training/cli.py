@@ -582,6 +582,63 @@ def calibrate_command(
     )
 
 
+def interpolate_command(
+    base: Annotated[Path, typer.Argument(help="The bundle the fine-tuned model started from.")],
+    tuned: Annotated[Path, typer.Argument(help="A bundle written by train-joint.")],
+    output_dir: Annotated[Path, typer.Argument(help="Folder for the mixed model's bundle.")],
+    data: Annotated[list[Path], typer.Option(help="Dataset folder (train/, val/); repeat.")],
+    share: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="A share of the fine-tuned model's weights to try; repeat "
+            "(default: 0 to 1 in steps of 0.05)."
+        ),
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=GROUPING (person, film or file): how dataset NAME's val is halved for "
+            "the cross-fitted scores; repeat (default: file, every face its own group)."
+        ),
+    ] = None,
+    floor: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=ACCURACY: shares that keep dataset NAME there win; repeat."),
+    ] = None,
+    select: Annotated[
+        str, typer.Option(help="What the share raises: pooled (over all images) or mean.")
+    ] = "pooled",
+    name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet-blend",
+) -> None:
+    """Mix a fine-tuned model's weights with its base's (WiSE-FT) at the share the vals choose.
+
+    Also scores each val half with the share chosen on the other half (cross-fitted)."""
+    from training.interpolate import SHARES, interpolate
+
+    _logging()
+    with _reported("interpolate"):
+        metrics = interpolate(
+            base,
+            tuned,
+            data,
+            output_dir,
+            shares=share or SHARES,
+            groupings=_pairs(group or [], "--group", str),
+            floors=_pairs(floor or [], "--floor", float),
+            by=select,
+            name=name,
+        )
+    names = [d.name for d in data]
+    honest = metrics["cross_fitted"]
+    typer.echo(
+        f"Wrote {output_dir} (share {metrics['share']:.2f}): "
+        + ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
+        + "; cross-fitted: "
+        + ", ".join(f"{n} {honest[n]['accuracy']:.4f}" for n in names)
+        + f", pooled {honest['pooled_accuracy']:.4f}."
+    )
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "preprocess": preprocess_command,
     "train": train_command,
@@ -595,6 +652,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "train-joint": train_joint_command,
     "probe": probe_command,
     "calibrate": calibrate_command,
+    "interpolate": interpolate_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)

@@ -232,7 +232,7 @@ def _on_union(answers: np.ndarray, labels: Sequence[str]) -> np.ndarray:
 
 def union_head_model(init: Bundled | None, recipe: JointRecipe):
     """The compact CNN with a softmax over the union: from `init` (a bundle's classifier for
-    the recipe's input, see `_bundled`), or new.
+    the recipe's input, see `bundled`), or new.
 
     Each union label's output is copied from `init`'s output of the same name; a label it
     lacks starts from its WARM_START twin, a logit lower."""
@@ -455,8 +455,8 @@ def train_joint(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "epochs.jsonl").unlink(missing_ok=True)
     check_dataset_names(recipe, [d.name for d in datasets])
-    init = _bundled(init_from, recipe)
-    teacher = _bundled(teacher_from, recipe, adapt=False) if teacher_from else init
+    init = bundled(init_from, recipe)
+    teacher = bundled(teacher_from, recipe, adapt=False) if teacher_from else init
     batches = build_batches(datasets, recipe, teacher=teacher)
     model = union_head_model(init, recipe)
     _compile(model, recipe, steps_per_epoch=len(batches))
@@ -519,7 +519,7 @@ def refuse_unknown_datasets(names: Sequence[str], options: dict[str, Any]) -> No
             raise ValueError(f"{option} names datasets that are not given: {unknown}")
 
 
-def _bundled(bundle: Path | None, recipe: JointRecipe, *, adapt: bool = True) -> Bundled | None:
+def bundled(bundle: Path | None, recipe: JointRecipe, *, adapt: bool = True) -> Bundled | None:
     """A compact bundle's classifier and its labels: for the recipe's input (see `adapted`),
     or with `adapt=False` at the side it was trained on (a teacher, see `_train_faces_for`)."""
     from ml.models import resolve_model

@@ -1,0 +1,192 @@
+"""Mix a fine-tuned model's weights with those it started from (WiSE-FT), at the share the
+vals choose.
+
+A train-joint model began as its base (moodnet) with a softmax over the union labels
+(`union_head_model`), so the two share every layer and every weight lines up:
+`(1 - share) * base + share * tuned` is again a model of the same shape, batch-norm statistics
+mixed too. Moving the share trades what fine-tuning learnt (Korean and film faces) against
+what the base knew better (FER2013) far more smoothly than retraining does; each share is one
+model call per val face.
+
+The share is chosen on the vals for what train-joint selects on (every floor met, then the
+pooled or mean accuracy), from a grid. One number chosen on the faces that report it flatters
+it a little, so the choice is also cross-fitted, as in `moodbot calibrate`: each val is halved
+by whole groups (people, films), the share is chosen on one half and scores the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from training.calibrate import ValAnswers, accuracy_report, check_options, val_answers
+from training.joint import bundled, rank, score_dataset, union_head_model, with_totals
+from training.joint_recipe import UNION_LABELS, JointRecipe
+
+log = logging.getLogger(__name__)
+
+SHARES = tuple(round(s, 2) for s in np.arange(0.0, 1.001, 0.05))
+
+
+def mix_into(
+    target: keras.Model,
+    base: keras.Model,
+    tuned: keras.Model,
+    share: float,
+    tuned_only: Sequence[int] = (),
+) -> None:
+    """Set `target`'s weights (a model shaped like `tuned`) to the mix, layer by layer name.
+
+    The output columns `tuned_only` (labels the base never learnt, whose outputs there are
+    only copies of a twin's) are the tuned model's: mixing them would just dilute them."""
+    for layer in tuned.layers:
+        if not layer.weights:
+            continue
+        tuned_weights = layer.get_weights()
+        base_weights = base.get_layer(layer.name).get_weights()
+        if layer.name == "emotion":
+            for b, t in zip(base_weights, tuned_weights, strict=True):
+                b[..., tuned_only] = t[..., tuned_only]  # kernel (features, labels), bias
+        mixed = [
+            (1.0 - share) * b + share * t for b, t in zip(base_weights, tuned_weights, strict=True)
+        ]
+        target.get_layer(layer.name).set_weights(mixed)
+
+
+def choose(answers: dict[float, Sequence[ValAnswers]], floors: dict[str, float], by: str) -> float:
+    """The share whose answers rank best (see train-joint's `rank`); ties go to the larger
+    share, nearer the fine-tuned model."""
+    return max(answers, key=lambda share: (*rank(_scores(answers[share]), floors, by), share))
+
+
+def _scores(answers: Sequence[ValAnswers]) -> dict[str, Any]:
+    zero = np.zeros(answers[0].views.shape[-1])
+    return with_totals(
+        {a.name: {"accuracy": float(a.right(zero).mean()), "n": len(a.truth)} for a in answers}
+    )
+
+
+def cross_fitted(
+    answers: dict[float, Sequence[ValAnswers]],
+    labels: Sequence[str],
+    floors: dict[str, float],
+    by: str,
+) -> dict[str, Any]:
+    """Every val face answered by the share chosen on the other half of its dataset's groups."""
+    some = next(iter(answers.values()))
+    answered = {a.name: np.zeros(len(a.truth), dtype=int) for a in some}
+    chosen = []
+    for held_out in (False, True):
+        fit_on = {
+            share: [a.where(a.second_half != held_out) for a in per_share]
+            for share, per_share in answers.items()
+        }
+        share = choose(fit_on, floors, by)
+        chosen.append(share)
+        for a in answers[share]:
+            mask = a.second_half == held_out
+            answered[a.name][mask] = a.views[:, mask].mean(axis=0).argmax(axis=-1)
+    result = with_totals({a.name: accuracy_report(a.truth, answered[a.name], labels) for a in some})
+    result["share_by_half"] = chosen
+    return result
+
+
+def interpolate(
+    base_bundle: Path,
+    tuned_bundle: Path,
+    data_dirs: Sequence[Path],
+    out_dir: Path,
+    *,
+    shares: Sequence[float] = SHARES,
+    groupings: dict[str, str] | None = None,
+    floors: dict[str, float] | None = None,
+    by: str = "pooled",
+    name: str = "moodnet-blend",
+) -> dict[str, Any]:
+    """Score every share on every val, write the bundle of the share chosen, and return its
+    metrics: the chosen model's full reports, every share's accuracies, the cross-fitted ones."""
+    from ml.models import resolve_model
+    from training.bundle import ModelCard, write_bundle
+    from training.compact import classifier_from, with_flip_averaging
+    from training.joint import load_dataset
+
+    groupings, floors = groupings or {}, floors or {}
+    check_options([d.name for d in data_dirs], groupings, floors, by)
+    _check_shares(shares)
+    spec, tuned_file = resolve_model(tuned_bundle)
+    if tuple(spec.labels) != UNION_LABELS:
+        raise ValueError(f"{tuned_bundle}: not a train-joint model (labels {spec.labels})")
+    tuned = classifier_from(tuned_file)
+    recipe = JointRecipe(input_size=spec.input_size[0], color=spec.color, name=spec.name)
+    # The base as fine-tuning first saw it: its own labels' outputs, each new label's copied
+    # from its twin a logit lower.
+    base_model = bundled(base_bundle, recipe)
+    base = union_head_model(base_model, recipe)
+    tuned_only = [i for i, label in enumerate(UNION_LABELS) if label not in base_model.labels]
+    datasets = [load_dataset(d, recipe, with_train=False) for d in data_dirs]
+    model = keras.models.clone_model(tuned)
+
+    answers = {}
+    for share in shares:
+        mix_into(model, base, tuned, share, tuned_only)
+        answers[share] = [
+            val_answers(model, d, groupings.get(d.name, "file"), spec.labels) for d in datasets
+        ]
+        log.info("Share %.2f: %s", share, _accuracies(_scores(answers[share])))
+    share = choose(answers, floors, by)
+    mix_into(model, base, tuned, share, tuned_only)
+
+    metrics = with_totals(
+        {
+            d.name: score_dataset(a.views.mean(axis=0), d.val, spec.labels)
+            for d, a in zip(datasets, answers[share], strict=True)
+        }
+    )
+    metrics["share"] = share
+    metrics["by_share"] = {f"{s:.2f}": _accuracies(_scores(answers[s])) for s in shares}
+    metrics["cross_fitted"] = cross_fitted(answers, spec.labels, floors, by)
+    card = ModelCard(
+        data=f"{share:.2f} x {tuned_bundle} + {1 - share:.2f} x {base_bundle} (weights mixed), "
+        "the share chosen on: " + ", ".join(map(str, data_dirs)),
+        split="each dataset's val/ folder (the same faces that chose the share); "
+        "`cross_fitted` scores each half of every val's groups with the share chosen on the "
+        "other half, the honest numbers",
+        metrics=metrics,
+        settings={
+            "shares": list(shares),
+            "labels_from_tuned_only": [UNION_LABELS[i] for i in tuned_only],
+            "groupings": groupings,
+            "floors": floors,
+            "select": by,
+        },
+    )
+    description = (
+        f"{tuned_bundle.name} and {base_bundle.name} with their weights mixed "
+        f"({share:.2f} : {1 - share:.2f}; the labels {base_bundle.name} lacks wholly "
+        f"{tuned_bundle.name}'s), {model.count_params():,} parameters, "
+        f"{spec.input_size[0]}x{spec.input_size[1]} {spec.color}; outputs averaged over the "
+        "face and its mirror image."
+    )
+    spec = dataclasses.replace(spec, name=name, description=description)
+    write_bundle(out_dir, with_flip_averaging(model), spec, card)
+    return metrics
+
+
+def _accuracies(scores: dict[str, Any]) -> dict[str, float]:
+    return {
+        name: round(s["accuracy"] if isinstance(s, dict) else s, 4) for name, s in scores.items()
+    }
+
+
+def _check_shares(shares: Sequence[float]) -> None:
+    if not shares:
+        raise ValueError("--share names no share")
+    bad = [s for s in shares if not 0.0 <= s <= 1.0]
+    if bad:
+        raise ValueError(f"--share must lie in 0..1 (0 the base, 1 the fine-tuned model): {bad}")
