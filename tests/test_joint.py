@@ -371,13 +371,16 @@ def test_every_label_the_joint_model_can_answer_is_known_to_the_product() -> Non
 
 
 @pytest.mark.slow
-def test_the_shipped_joint_model_reads_a_real_face_in_ten_labels(astronaut: np.ndarray) -> None:
+@pytest.mark.parametrize("name", ["moodnet-joint", "moodnet-blend"])
+def test_the_shipped_joint_models_read_a_real_face_in_ten_labels(
+    astronaut: np.ndarray, name: str
+) -> None:
     from ml.loader import load_emotion_model
     from ml.models import resolve_model
 
-    spec, _ = resolve_model("moodnet-joint")
+    spec, _ = resolve_model(name)
     assert spec.labels == UNION_LABELS and spec.input_size == (48, 48)
-    model = load_emotion_model("moodnet-joint")
+    model = load_emotion_model(name)
     smiling = astronaut[40:190, 165:285]  # her face, as the detector frames it
     probabilities = model.predict([smiling, smiling[:, ::-1]])
     assert probabilities.shape == (2, 10)

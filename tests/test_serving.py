@@ -19,7 +19,7 @@ from ml.engine import EmotionEngine
 from ml.errors import MLError
 from ml.faces import crop_face
 from ml.loader import load_emotion_model
-from ml.models import resolve_model
+from ml.models import DEFAULT_MODEL, resolve_model
 from ml.serving import (
     SavedModelClassifier,
     TFServingClassifier,
@@ -32,8 +32,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "moodnet"
-    export_saved_model("moodnet", out)
+    out = tmp_path_factory.mktemp("export") / DEFAULT_MODEL
+    export_saved_model(DEFAULT_MODEL, out)
     return out
 
 
@@ -54,7 +54,7 @@ def test_export_writes_a_versioned_saved_model_and_its_bundle(exported: Path) ->
     assert (exported / "1" / "saved_model.pb").is_file()
     assert (exported / "1" / "variables").is_dir()
     spec, location = resolve_model(exported)
-    original, _ = resolve_model("moodnet")
+    original, _ = resolve_model(DEFAULT_MODEL)
     assert location == exported / "1"
     assert (spec.name, spec.labels, spec.input_size) == (
         original.name,
@@ -193,7 +193,7 @@ def test_moodbot_model_set_to_a_served_bundle_uses_tf_serving(
     from bot.settings import load_settings
 
     bundle = tmp_path / "moodnet-served"
-    export_saved_model("moodnet", bundle, serving_url=f"{tf_serving}/v1/models/moodnet")
+    export_saved_model(DEFAULT_MODEL, bundle, serving_url=f"{tf_serving}/v1/models/moodnet")
     monkeypatch.setenv("MOODBOT_MODEL", str(bundle))
     settings = load_settings()
     # What bot/app.py does at start-up with MOODBOT_MODEL.

@@ -5,8 +5,8 @@ A train-joint model began as its base (moodnet) with a softmax over the union la
 (`union_head_model`), so the two share every layer and every weight lines up:
 `(1 - share) * base + share * tuned` is again a model of the same shape, batch-norm statistics
 mixed too. Moving the share trades what fine-tuning learnt (Korean and film faces) against
-what the base knew better (FER2013) far more smoothly than retraining does; each share is one
-model call per val face.
+what the base knew better (FER2013) without any training: each share costs one pass over the
+val faces.
 
 The share is chosen on the vals for what train-joint selects on (every floor met, then the
 pooled or mean accuracy), from a grid. One number chosen on the faces that report it flatters
@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from training.calibrate import ValAnswers, accuracy_report, check_options, val_answers
+from training.calibrate import ValAnswers, accuracy_report, check_options, scores, val_answers
 from training.joint import bundled, rank, score_dataset, union_head_model, with_totals
 from training.joint_recipe import UNION_LABELS, JointRecipe
 
@@ -66,10 +66,7 @@ def choose(answers: dict[float, Sequence[ValAnswers]], floors: dict[str, float],
 
 
 def _scores(answers: Sequence[ValAnswers]) -> dict[str, Any]:
-    zero = np.zeros(answers[0].views.shape[-1])
-    return with_totals(
-        {a.name: {"accuracy": float(a.right(zero).mean()), "n": len(a.truth)} for a in answers}
-    )
+    return scores(answers, np.zeros(answers[0].views.shape[-1]))  # no label offsets
 
 
 def cross_fitted(
