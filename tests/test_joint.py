@@ -482,6 +482,31 @@ def test_per_dataset_options_must_name_a_given_dataset() -> None:
             check_dataset_names(recipe, ["aihub", "fer2013"])
 
 
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--share", "1.5"], "--share must lie in 0..1"),
+        (["--floor", "sfew=0.5"], "--floor names datasets that are not given: ['sfew']"),
+        (["--group", "fer=face"], "--group takes one of person, film, file"),
+        (["--select", "best"], "--select takes one of"),
+    ],
+)
+def test_interpolate_refuses_bad_options_before_loading_anything(
+    tmp_path: Path, options: list[str], says: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import EXIT_BAD_INPUT, app
+
+    missing = [str(tmp_path / name) for name in ("base", "tuned", "out")]
+    result = CliRunner().invoke(
+        app, ["interpolate", *missing, "--data", str(tmp_path / "fer"), *options]
+    )
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert f"moodbot interpolate: {says}" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_start_model_keeps_each_label_it_knows_and_warm_starts_the_rest() -> None:
     from ml.labels import FER_LABELS
     from training.compact import compact_cnn

@@ -537,24 +537,42 @@ def probe_command(
     typer.echo(json.dumps(results, indent=1))
 
 
+# Options and output that `calibrate` and `interpolate` share: both choose on the vals and
+# cross-fit that choice on halves of whole groups.
+GroupOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="NAME=GROUPING (person, film or file): how dataset NAME's val is halved for "
+        "the cross-fitted scores; repeat (default: file, every face its own group)."
+    ),
+]
+FloorOption = Annotated[
+    list[str] | None,
+    typer.Option(help="NAME=ACCURACY: a choice that keeps dataset NAME there wins; repeat."),
+]
+SelectOption = Annotated[
+    str, typer.Option(help="What the choice raises: pooled (over all images) or mean accuracy.")
+]
+
+
+def _in_sample_and_cross_fitted(metrics: dict, data: list[Path], aside: str = "") -> str:
+    names = [d.name for d in data]
+    honest = metrics["cross_fitted"]
+    return (
+        ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
+        + f"{aside}; cross-fitted: "
+        + ", ".join(f"{n} {honest[n]['accuracy']:.4f}" for n in names)
+        + f", pooled {honest['pooled_accuracy']:.4f}."
+    )
+
+
 def calibrate_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle written by train-joint.")],
     output_dir: Annotated[Path, typer.Argument(help="Folder for the shifted model's bundle.")],
     data: Annotated[list[Path], typer.Option(help="Dataset folder (train/, val/); repeat.")],
-    group: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="NAME=GROUPING (person, film or file): how dataset NAME's val is halved for "
-            "the cross-fitted scores; repeat (default: file, every face its own group)."
-        ),
-    ] = None,
-    floor: Annotated[
-        list[str] | None,
-        typer.Option(help="NAME=ACCURACY: offsets that keep dataset NAME there win; repeat."),
-    ] = None,
-    select: Annotated[
-        str, typer.Option(help="What the offsets raise: pooled (over all images) or mean.")
-    ] = "pooled",
+    group: GroupOption = None,
+    floor: FloorOption = None,
+    select: SelectOption = "pooled",
 ) -> None:
     """Search per-label prior offsets on every dataset's val faces and fold them into the model.
 
@@ -571,14 +589,9 @@ def calibrate_command(
             floors=_pairs(floor or [], "--floor", float),
             by=select,
         )
-    names = [d.name for d in data]
-    honest = metrics["cross_fitted"]
+    before = metrics["accuracy_before_offsets"]
     typer.echo(
-        f"Wrote {output_dir}: "
-        + ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
-        + f" (before: {metrics['accuracy_before_offsets']}); cross-fitted: "
-        + ", ".join(f"{n} {honest[n]['accuracy']:.4f}" for n in names)
-        + f", pooled {honest['pooled_accuracy']:.4f}."
+        f"Wrote {output_dir}: {_in_sample_and_cross_fitted(metrics, data, f' (before: {before})')}"
     )
 
 
@@ -594,20 +607,9 @@ def interpolate_command(
             "(default: 0 to 1 in steps of 0.05)."
         ),
     ] = None,
-    group: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="NAME=GROUPING (person, film or file): how dataset NAME's val is halved for "
-            "the cross-fitted scores; repeat (default: file, every face its own group)."
-        ),
-    ] = None,
-    floor: Annotated[
-        list[str] | None,
-        typer.Option(help="NAME=ACCURACY: shares that keep dataset NAME there win; repeat."),
-    ] = None,
-    select: Annotated[
-        str, typer.Option(help="What the share raises: pooled (over all images) or mean.")
-    ] = "pooled",
+    group: GroupOption = None,
+    floor: FloorOption = None,
+    select: SelectOption = "pooled",
     name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet-blend",
 ) -> None:
     """Mix a fine-tuned model's weights with its base's (WiSE-FT) at the share the vals choose.
@@ -628,14 +630,9 @@ def interpolate_command(
             by=select,
             name=name,
         )
-    names = [d.name for d in data]
-    honest = metrics["cross_fitted"]
+    share = metrics["share"]
     typer.echo(
-        f"Wrote {output_dir} (share {metrics['share']:.2f}): "
-        + ", ".join(f"{n} {metrics[n]['accuracy']:.4f}" for n in names)
-        + "; cross-fitted: "
-        + ", ".join(f"{n} {honest[n]['accuracy']:.4f}" for n in names)
-        + f", pooled {honest['pooled_accuracy']:.4f}."
+        f"Wrote {output_dir} (share {share:.2f}): {_in_sample_and_cross_fitted(metrics, data)}"
     )
 
 
