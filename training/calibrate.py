@@ -20,7 +20,7 @@ are searched on both halves together.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,23 +126,43 @@ def cross_fitted(
     by: str = "pooled",
 ) -> dict[str, Any]:
     """Every val face scored with offsets searched on the other half of its dataset's groups."""
-    answered = {a.name: np.zeros(len(a.truth), dtype=int) for a in answers}
-    fitted = []
-    for held_out in (False, True):
-        fit_on = [a.where(a.second_half != held_out) for a in answers]
-        offsets = search_offsets(fit_on, labels, floors, by)
-        fitted.append(_named(labels, offsets))
-        for a in answers:
-            mask = a.second_half == held_out
-            answered[a.name][mask] = shifted(a.views[:, mask], offsets).argmax(axis=-1)
-    result = with_totals(
-        {a.name: accuracy_report(a.truth, answered[a.name], labels) for a in answers}
-    )
-    result["offsets_by_half"] = fitted
+    views = {a.name: a.views for a in answers}
+
+    def fit(held_out: bool) -> np.ndarray:
+        return search_offsets(
+            [a.where(a.second_half != held_out) for a in answers], labels, floors, by
+        )
+
+    def answer(offsets: np.ndarray, name: str, mask: np.ndarray) -> np.ndarray:
+        return shifted(views[name][:, mask], offsets).argmax(axis=-1)
+
+    result, fitted = cross_fit(answers, labels, fit, answer)
+    result["offsets_by_half"] = [_named(labels, offsets) for offsets in fitted]
     return result
 
 
-def accuracy_report(
+def cross_fit(
+    answers: Sequence[ValAnswers],
+    labels: Sequence[str],
+    fit: Callable[[bool], Any],
+    answer: Callable[[Any, str, np.ndarray], np.ndarray],
+) -> tuple[dict[str, Any], list[Any]]:
+    """Each half of every val (`second_half` True or False) answered by what was fitted on the
+    other half: `fit(held_out)` fits on the faces whose half is not `held_out`, `answer(fitted,
+    name, mask)` answers dataset `name`'s faces under `mask`. Returns the reports over every
+    face and what each half fitted."""
+    answered = {a.name: np.zeros(len(a.truth), dtype=int) for a in answers}
+    fitted = []
+    for held_out in (False, True):
+        fitted.append(fit(held_out))
+        for a in answers:
+            mask = a.second_half == held_out
+            answered[a.name][mask] = answer(fitted[-1], a.name, mask)
+    reports = {a.name: _accuracy_report(a.truth, answered[a.name], labels) for a in answers}
+    return with_totals(reports), fitted
+
+
+def _accuracy_report(
     truth: np.ndarray, answered: np.ndarray, labels: Sequence[str]
 ) -> dict[str, Any]:
     report = classification_report(truth, answered, labels)  # macro-F1 over the labels present

@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from training.calibrate import ValAnswers, accuracy_report, check_options, scores, val_answers
+from training.calibrate import ValAnswers, check_options, cross_fit, scores, val_answers
 from training.joint import bundled, rank, score_dataset, union_head_model, with_totals
 from training.joint_recipe import UNION_LABELS, JointRecipe
 
@@ -76,20 +76,20 @@ def cross_fitted(
     by: str,
 ) -> dict[str, Any]:
     """Every val face answered by the share chosen on the other half of its dataset's groups."""
-    some = next(iter(answers.values()))
-    answered = {a.name: np.zeros(len(a.truth), dtype=int) for a in some}
-    chosen = []
-    for held_out in (False, True):
-        fit_on = {
+    by_name = {share: {a.name: a for a in per_share} for share, per_share in answers.items()}
+
+    def fit(held_out: bool) -> float:
+        halves = {
             share: [a.where(a.second_half != held_out) for a in per_share]
             for share, per_share in answers.items()
         }
-        share = choose(fit_on, floors, by)
-        chosen.append(share)
-        for a in answers[share]:
-            mask = a.second_half == held_out
-            answered[a.name][mask] = a.views[:, mask].mean(axis=0).argmax(axis=-1)
-    result = with_totals({a.name: accuracy_report(a.truth, answered[a.name], labels) for a in some})
+        return choose(halves, floors, by)
+
+    def answer(share: float, name: str, mask: np.ndarray) -> np.ndarray:
+        return by_name[share][name].views[:, mask].mean(axis=0).argmax(axis=-1)
+
+    # Truth and halves are the same faces at every share: any share's answers carry them.
+    result, chosen = cross_fit(next(iter(answers.values())), labels, fit, answer)
     result["share_by_half"] = chosen
     return result
 
