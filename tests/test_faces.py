@@ -67,6 +67,23 @@ def test_group_photo_faces_come_largest_first(detector: FaceDetector, group_phot
     assert faces[0].box[0] < 512 <= faces[1].box[0]  # the astronaut is on the left
 
 
+def test_a_photo_cut_down_to_the_face_is_tried_again_in_a_border(
+    detector: FaceDetector, hopper: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (face,) = detector.detect(hopper)
+    x, y, w, h = (round(v) for v in face.box)
+    dx, dy = w // 10, h // 10  # a tenth inside the box on every side
+    tight = np.ascontiguousarray(hopper[y + dy : y + h - dy, x + dx : x + w - dx])
+    (found,) = detector.detect(tight)
+    # Reported in the tight photo's own coordinates: the box reaches past its edges.
+    fx, fy, fw, fh = found.box
+    assert fx < 0 and fy < 0 and fw > tight.shape[1] * 0.9 and fh > tight.shape[0] * 0.9
+    left_eye = found.landmarks["left_eye"]
+    assert 0 < left_eye[0] < tight.shape[1] / 2 and 0 < left_eye[1] < tight.shape[0] / 2
+    monkeypatch.setattr("ml.faces.RETRY_BORDER", 0.0)
+    assert detector.detect(tight) == []  # MTCNN alone finds nothing here
+
+
 @pytest.mark.parametrize("kind", ["gradient", "noise", "flat", "tiny"])
 def test_no_faces_in_synthetic_images(detector: FaceDetector, kind: str) -> None:
     rng = np.random.default_rng(7)

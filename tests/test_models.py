@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from ml.errors import ModelLoadError
+from ml.faces import CROP_MARGIN
 from ml.loader import load_emotion_model
 from ml.models import (
+    BUILTIN_MODELS,
     BUNDLE_FILE,
     DEFAULT_MODEL,
     FER_LABELS,
@@ -95,11 +97,12 @@ def test_spec_round_trips_through_json() -> None:
     assert BundleSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
 
 
-def test_mini_xception_frames_faces_tighter_than_the_default() -> None:
+def test_models_frame_faces_as_tight_as_their_training_faces() -> None:
     manifest = tiny_spec().to_json()
     del manifest["crop_margin"]  # a bundle written before the field existed
-    assert BundleSpec.from_json(manifest).crop_margin == 0.2
-    assert resolve_model("mini-xception")[0].crop_margin == 0.1
+    assert BundleSpec.from_json(manifest).crop_margin == CROP_MARGIN == 0.05
+    for name in BUILTIN_MODELS:
+        assert resolve_model(name)[0].crop_margin == CROP_MARGIN, name
 
 
 @pytest.mark.parametrize(
