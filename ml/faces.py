@@ -16,15 +16,15 @@ log = logging.getLogger(__name__)
 # Share of the face box added on each side of a crop, unless a model says otherwise
 # (BundleSpec.crop_margin). Every training set fills the crop with the face: MTCNN's box covers
 # ~98% of a FER2013 image and ~99% of an AIHub one, and SFEW's crops are tighter still. Through
-# the whole pipeline on their train splits, 0.2 read 8-13 points under the best margin for the
-# models trained on them; 0.05 is best or within 3 points of it for every model on every set
+# the whole pipeline on their train splits, 0.2 read 6-12 points under the best margin for the
+# models trained on them; 0.05 is best or within 3.3 points of it for every model on every set
 # (docs/TRAINING.md, "Framing and tight crops").
 CROP_MARGIN = 0.05
 _PNET_MIN_SIZE = 12  # PNet's receptive field: no pyramid level may be smaller than this
-# A photo cut down to the face (a cropped selfie, a film still, a dataset image) leaves MTCNN no
-# room around the face, and it finds nothing on about half of them. Such photos are tried again
-# inside a border of their mean grey, this share of their longest side wide: on SFEW train,
-# MTCNN then finds 650 faces of 714, not 363 (docs/TRAINING.md, "Tight crops").
+# A photo cut down to the face (a cropped selfie, a film still, a dataset image) can leave MTCNN
+# no room around the face, and it finds nothing. Such photos are tried again inside a border of
+# their mean grey, this share of their longest side wide: with the engine's detector, SFEW
+# train's 714 film crops then miss 64 faces, not 203 (docs/TRAINING.md, "Framing and tight crops").
 RETRY_BORDER = 0.25
 
 
