@@ -68,7 +68,7 @@ class Face:
         )
 
     def shifted(self, dx: float, dy: float) -> Face:
-        """The same face with the image's origin moved by (-dx, -dy)."""
+        """The same face with (dx, dy) added to its coordinates (from a bordered copy back)."""
         x, y, w, h = self.box
         return Face(
             box=(x + dx, y + dy, w, h),
