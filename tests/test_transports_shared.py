@@ -238,7 +238,8 @@ async def test_preferences(driver: Driver) -> None:
 async def test_rate_limit_says_slow_down(
     driver: Driver, service: MoodService, astronaut_jpeg: bytes
 ) -> None:
-    service.limiter = RateLimiter(burst=1, per_minute=1)
+    # A stopped clock: however long the reading takes, the wait quoted is the full minute.
+    service.limiter = RateLimiter(burst=1, per_minute=1, clock=lambda: 0.0)
     assert (await driver.selfie(9, astronaut_jpeg)).text.startswith(HAPPY)
     seen = await driver.command(9, "mode", "calm")
     assert seen.text == "Slow down a little 🙂 Try again in 60 s."
