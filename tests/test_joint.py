@@ -558,3 +558,38 @@ def test_a_teacher_reads_the_training_faces_at_its_own_side(tmp_path: Path) -> N
     assert teacher.answers(faces).shape == (len(faces), len(UNION_LABELS))
     same_side = Bundled(compact_cnn(28, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
     assert _train_faces_for(same_side, data, recipe) is data.train.images
+
+
+def test_an_ensemble_teacher_weighs_its_members_each_at_its_own_side(tmp_path: Path) -> None:
+    from ml.labels import FER_LABELS
+    from training.compact import compact_cnn
+    from training.data import load_faces
+    from training.joint import Bundled, Teacher, load_dataset
+
+    _faces_folder(tmp_path / "fer" / "train", FER_SIDE, 3, seed=6)
+    _faces_folder(tmp_path / "fer" / "val", FER_SIDE, 1, seed=7)
+    recipe = JointRecipe(input_size=28)
+    data = load_dataset(tmp_path / "fer", recipe)
+    small = Bundled(compact_cnn(24, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
+    large = Bundled(compact_cnn(28, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
+    taught = Teacher((small, large), (1.0, 3.0)).answers(data, recipe)
+    at_24 = load_faces(tmp_path / "fer" / "train", data.labels, size=24).images
+    expected = 0.25 * small.answers(at_24) + 0.75 * large.answers(data.train.images)
+    np.testing.assert_allclose(taught, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(taught.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="one each"):
+        Teacher((small, large), (1.0,))
+    with pytest.raises(ValueError, match="not all 0"):
+        Teacher((small,), (0.0,))
+
+
+def test_teacher_options_read_a_bundle_and_an_optional_weight() -> None:
+    from training.cli import _teachers
+
+    assert _teachers(["moodnet", "runs/a=b/bundle=0.6"]) == [
+        (Path("moodnet"), 1.0),
+        (Path("runs/a=b/bundle"), 0.6),
+    ]
+    assert _teachers(None) == []
+    with pytest.raises(ValueError, match="BUNDLE=WEIGHT"):
+        _teachers(["runs/x=heavy"])

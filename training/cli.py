@@ -461,8 +461,11 @@ def train_joint_command(
         ),
     ] = None,
     teacher: Annotated[
-        Path | None,
-        typer.Option(help="Bundle whose answers --distill blends in (default: --init-from)."),
+        list[str] | None,
+        typer.Option(
+            help="BUNDLE or BUNDLE=WEIGHT whose answers --distill blends in (default: "
+            "--init-from); repeat for an ensemble, answers averaged by weight (default 1)."
+        ),
     ] = None,
     floor: Annotated[
         list[str] | None,
@@ -489,7 +492,7 @@ def train_joint_command(
             floor=_pairs(floor or [], "--floor", float),
         )
         metrics = train_joint(
-            data, output_dir, recipe=recipe, init_from=init_from, teacher_from=teacher
+            data, output_dir, recipe=recipe, init_from=init_from, teachers=_teachers(teacher)
         )
     names = [d.name for d in data]
     typer.echo(
@@ -512,6 +515,21 @@ def _pairs(pairs: list[str], option: str, kind: type[T]) -> dict[str, T]:
             shown = "VALUE" if kind is str else kind.__name__.upper()
             raise ValueError(f"{option} takes NAME={shown}, got {pair!r}") from None
     return values
+
+
+def _teachers(given: list[str] | None) -> list[tuple[Path, float]]:
+    """--teacher BUNDLE[=WEIGHT] options as (bundle, weight); a bare BUNDLE weighs 1."""
+    teachers = []
+    for option in given or []:
+        bundle, sep, weight = option.rpartition("=")
+        if not sep:
+            teachers.append((Path(option), 1.0))
+            continue
+        try:
+            teachers.append((Path(bundle), float(weight)))
+        except ValueError:
+            raise ValueError(f"--teacher takes BUNDLE or BUNDLE=WEIGHT, got {option!r}") from None
+    return teachers
 
 
 def probe_command(

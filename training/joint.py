@@ -69,6 +69,34 @@ class Bundled:
 
 
 @dataclass(frozen=True)
+class Teacher:
+    """Whose answers `--distill` blends in: one bundle, or a weighted mean of several.
+
+    An ensemble teaches better than any of its members but costs their sum at every photo;
+    distilled into one network, the bot pays for one. Each member reads the training faces at
+    the side it was trained on (`_train_faces_for`)."""
+
+    members: tuple[Bundled, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members or len(self.weights) != len(self.members):
+            raise ValueError(
+                f"{len(self.members)} teachers and {len(self.weights)} weights: give one each"
+            )
+        if any(w < 0 for w in self.weights) or not sum(self.weights) > 0:
+            raise ValueError(f"teacher weights must be >= 0 and not all 0, got {self.weights}")
+
+    def answers(self, data: Dataset, recipe: JointRecipe) -> np.ndarray:
+        """The weighted mean of the members' answers on `data`'s training faces."""
+        total = sum(self.weights)
+        return sum(
+            (w / total) * member.answers(_train_faces_for(member, data, recipe))
+            for member, w in zip(self.members, self.weights, strict=True)
+        )
+
+
+@dataclass(frozen=True)
 class Dataset:
     """One dataset folder (train/ and val/ with a folder per class) loaded into memory."""
 
@@ -172,7 +200,7 @@ def _draw(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def build_batches(
-    datasets: Sequence[Dataset], recipe: JointRecipe, teacher: Bundled | None = None
+    datasets: Sequence[Dataset], recipe: JointRecipe, teacher: Teacher | None = None
 ) -> MixedBatches:
     images = np.concatenate([d.train.images for d in datasets])
     targets = np.concatenate([_targets(d, recipe, teacher) for d in datasets])
@@ -191,7 +219,7 @@ def build_batches(
     )
 
 
-def _targets(data: Dataset, recipe: JointRecipe, teacher: Bundled | None) -> np.ndarray:
+def _targets(data: Dataset, recipe: JointRecipe, teacher: Teacher | None) -> np.ndarray:
     share = recipe.distill.get(data.name, 0.0)
     if not share:
         return joint_targets(data.train, recipe.label_smoothing)
@@ -201,7 +229,7 @@ def _targets(data: Dataset, recipe: JointRecipe, teacher: Bundled | None) -> np.
     return joint_targets(
         data.train,
         recipe.label_smoothing,
-        teacher=teacher.answers(_train_faces_for(teacher, data, recipe)),
+        teacher=teacher.answers(data, recipe),
         teacher_share=share,
     )
 
@@ -442,11 +470,12 @@ def train_joint(
     *,
     recipe: JointRecipe | None = None,
     init_from: Path | None = None,
-    teacher_from: Path | None = None,
+    teachers: Sequence[tuple[Path, float]] = (),
 ) -> dict[str, Any]:
     """Train over every dataset folder, select on their val faces, write out_dir/bundle.
 
-    `teacher_from` answers the faces that `recipe.distill` names (default: `init_from`)."""
+    `teachers` (bundle, weight) answer the faces that `recipe.distill` names, their answers
+    averaged by weight (default: `init_from` alone)."""
     recipe = recipe or JointRecipe()
     keras.utils.set_random_seed(recipe.seed)
     datasets = [load_dataset(d, recipe) for d in data_dirs]
@@ -456,7 +485,7 @@ def train_joint(
     (out_dir / "epochs.jsonl").unlink(missing_ok=True)
     check_dataset_names(recipe, [d.name for d in datasets])
     init = bundled(init_from, recipe)
-    teacher = bundled(teacher_from, recipe, adapt=False) if teacher_from else init
+    teacher = _teacher(teachers, recipe, init)
     batches = build_batches(datasets, recipe, teacher=teacher)
     model = union_head_model(init, recipe)
     _compile(model, recipe, steps_per_epoch=len(batches))
@@ -474,7 +503,7 @@ def train_joint(
         metrics = _better_of_average(model, metrics, collector.snapshots, batches, select)
     metrics["floors_met"] = select.rank(metrics)[0]
     metrics["epochs_run"] = len(history.history["loss"])
-    _write(model, out_dir, recipe, metrics, data_dirs, init_from, teacher_from)
+    _write(model, out_dir, recipe, metrics, data_dirs, init_from, teachers)
     return metrics
 
 
@@ -539,6 +568,22 @@ def bundled(bundle: Path | None, recipe: JointRecipe, *, adapt: bool = True) -> 
     return Bundled(classifier, tuple(spec.labels))
 
 
+def _teacher(
+    teachers: Sequence[tuple[Path, float]], recipe: JointRecipe, init: Bundled | None
+) -> Teacher | None:
+    """The given teachers, each at the side it was trained on; else the initial model."""
+    if teachers:
+        members = tuple(bundled(path, recipe, adapt=False) for path, _ in teachers)
+        return Teacher(members, tuple(w for _, w in teachers))  # type: ignore[arg-type]
+    return Teacher((init,), (1.0,)) if init else None
+
+
+def _teachers_named(teachers: Sequence[tuple[Path, float]]) -> str:
+    if len(teachers) == 1:
+        return str(teachers[0][0])
+    return " + ".join(f"{w:g} x {path}" for path, w in teachers)
+
+
 def _description(model, init_from: Path | None) -> str:
     side, channels = model.input_shape[1], model.input_shape[-1]
     how = f"{init_from.name} fine-tuned" if init_from else "trained from scratch"
@@ -551,7 +596,7 @@ def _description(model, init_from: Path | None) -> str:
 
 
 def _write(
-    model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_from, teacher_from
+    model, out_dir: Path, recipe: JointRecipe, metrics, data_dirs, init_from, teachers
 ) -> Path:
     from training.compact import with_flip_averaging
 
@@ -569,7 +614,7 @@ def _write(
     card = ModelCard(
         data="; ".join(str(d) for d in data_dirs)
         + (f"; initialised from {init_from}" if init_from else "")
-        + (f"; distilled from {teacher_from}" if teacher_from else ""),
+        + (f"; distilled from {_teachers_named(teachers)}" if teachers else ""),
         split="each dataset's val/ folder: FER2013 PublicTest, AIHub split by person, SFEW by film "
         "(`moodbot split`)",
         metrics=metrics,
