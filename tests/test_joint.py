@@ -540,38 +540,44 @@ def test_a_start_model_keeps_each_label_it_knows_and_warm_starts_the_rest() -> N
         union_head_model(Bundled(compact_cnn(24, 6, width=4, blocks=(1, 1, 1)), no_neutral), recipe)
 
 
-def test_a_teacher_reads_the_training_faces_at_its_own_side(tmp_path: Path) -> None:
+def _fer_run_at_28(root: Path):
+    """A small FER-labelled dataset loaded for a 28 px run, with its recipe."""
+    from training.joint import load_dataset
+
+    _faces_folder(root / "fer" / "train", FER_SIDE, 3, seed=4)
+    _faces_folder(root / "fer" / "val", FER_SIDE, 1, seed=5)
+    recipe = JointRecipe(input_size=28)
+    return load_dataset(root / "fer", recipe), recipe
+
+
+def _tiny_fer_teacher(side: int):
     from ml.labels import FER_LABELS
     from training.compact import compact_cnn
-    from training.data import load_faces
-    from training.joint import Bundled, _train_faces_for, load_dataset
+    from training.joint import Bundled
 
-    _faces_folder(tmp_path / "fer" / "train", FER_SIDE, 3, seed=4)
-    _faces_folder(tmp_path / "fer" / "val", FER_SIDE, 1, seed=5)
-    recipe = JointRecipe(input_size=28)
-    data = load_dataset(tmp_path / "fer", recipe)
-    teacher = Bundled(compact_cnn(24, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
+    return Bundled(compact_cnn(side, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
+
+
+def test_a_teacher_reads_the_training_faces_at_its_own_side(tmp_path: Path) -> None:
+    from training.data import load_faces
+    from training.joint import _train_faces_for
+
+    data, recipe = _fer_run_at_28(tmp_path)
+    teacher = _tiny_fer_teacher(24)
     faces = _train_faces_for(teacher, data, recipe)
     # The files loaded again at 24 px, in the same order: not the 28 px faces shrunk.
     expected = load_faces(tmp_path / "fer" / "train", data.labels, size=24).images
     np.testing.assert_array_equal(faces, expected)
     assert teacher.answers(faces).shape == (len(faces), len(UNION_LABELS))
-    same_side = Bundled(compact_cnn(28, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
-    assert _train_faces_for(same_side, data, recipe) is data.train.images
+    assert _train_faces_for(_tiny_fer_teacher(28), data, recipe) is data.train.images
 
 
 def test_an_ensemble_teacher_weighs_its_members_each_at_its_own_side(tmp_path: Path) -> None:
-    from ml.labels import FER_LABELS
-    from training.compact import compact_cnn
     from training.data import load_faces
-    from training.joint import Bundled, Teacher, load_dataset
+    from training.joint import Teacher
 
-    _faces_folder(tmp_path / "fer" / "train", FER_SIDE, 3, seed=6)
-    _faces_folder(tmp_path / "fer" / "val", FER_SIDE, 1, seed=7)
-    recipe = JointRecipe(input_size=28)
-    data = load_dataset(tmp_path / "fer", recipe)
-    small = Bundled(compact_cnn(24, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
-    large = Bundled(compact_cnn(28, len(FER_LABELS), width=4, blocks=(1, 1, 1)), FER_LABELS)
+    data, recipe = _fer_run_at_28(tmp_path)
+    small, large = _tiny_fer_teacher(24), _tiny_fer_teacher(28)
     taught = Teacher((small, large), (1.0, 3.0)).answers(data, recipe)
     at_24 = load_faces(tmp_path / "fer" / "train", data.labels, size=24).images
     expected = 0.25 * small.answers(at_24) + 0.75 * large.answers(data.train.images)
