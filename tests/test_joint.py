@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -184,22 +185,34 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
         tmp_path / "run" / "bundle",
         datasets,
         tmp_path / "mixed",
-        shares=(0.0, 0.5, 1.0),
+        shares=[(0.0,), (0.5,), (1.0,), (0.0, 0.0, 0.0, 1.0, 1.0)],
         groupings={"korean": "person"},
     )
     assert (tmp_path / "mixed" / "bundle.json").is_file()
-    assert list(mixed["by_share"]) == ["0.00", "0.50", "1.00"]
+    assert list(mixed["by_share"]) == ["0.00", "0.50", "1.00", "0.00/0.00/0.00/1.00/1.00"]
     assert mixed["by_share"]["1.00"] == {
         **{n: round(metrics[n]["accuracy"], 4) for n in ("fer", "korean")},
         "mean_accuracy": metrics["mean_accuracy"],
         "pooled_accuracy": metrics["pooled_accuracy"],
     }
-    chosen = mixed["by_share"][f"{mixed['share']:.2f}"]
+    chosen = mixed["by_share"][mixed["share"]]
     assert chosen["pooled_accuracy"] == max(
         s["pooled_accuracy"] for s in mixed["by_share"].values()
     )
     assert {n: mixed[n]["n"] for n in ("fer", "korean")} == {"fer": 24, "korean": 24}
-    assert len(mixed["cross_fitted"]["share_by_half"]) == 2
+    assert all(half in mixed["by_share"] for half in mixed["cross_fitted"]["share_by_half"])
+    # A share per block must name every block; nothing is written.
+    with pytest.raises(
+        ValueError, match=re.escape("one per block (5: stem, stage1, stage2, stage3, emotion)")
+    ):
+        interpolate(
+            tmp_path / "base",
+            tmp_path / "run" / "bundle",
+            datasets,
+            tmp_path / "bad",
+            shares=[(0.5, 0.5)],
+        )
+    assert not (tmp_path / "bad").exists()
 
 
 def _fer_bundle(directory: Path) -> Path:
@@ -286,13 +299,24 @@ def test_mixing_weights_moves_every_layer_from_base_to_tuned() -> None:
     base, tuned = (compact_cnn(24, 3, width=4, blocks=(1, 1, 1), channels=1) for _ in range(2))
     target = keras.models.clone_model(tuned)
     for share in (0.0, 0.25, 1.0):
-        mix_into(target, base, tuned, share)
+        mix_into(target, base, tuned, (share,))
         for b, t, m in zip(
             base.get_weights(), tuned.get_weights(), target.get_weights(), strict=True
         ):
             np.testing.assert_allclose(m, (1 - share) * b + share * t, rtol=1e-6, atol=1e-7)
+    # A share per block: the stem's weights the base's, the output layer's the tuned model's.
+    mix_into(target, base, tuned, (0.0, 0.5, 0.5, 0.5, 1.0))
+    for layer in (layer for layer in tuned.layers if layer.weights):
+        share = {"stem": 0.0, "emotion": 1.0}.get(layer.name.split("_")[0], 0.5)
+        for b, t, m in zip(
+            base.get_layer(layer.name).get_weights(),
+            layer.get_weights(),
+            target.get_layer(layer.name).get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_allclose(m, (1 - share) * b + share * t, rtol=1e-6, atol=1e-7)
     # A label the base never learnt keeps the tuned model's output at any share.
-    mix_into(target, base, tuned, 0.0, tuned_only=[2])
+    mix_into(target, base, tuned, (0.0,), tuned_only=[2])
     (kernel, bias), (tuned_kernel, tuned_bias) = (
         m.get_layer("emotion").get_weights() for m in (target, tuned)
     )
@@ -317,24 +341,24 @@ def test_the_share_chosen_meets_the_floor_then_raises_the_pooled_accuracy() -> N
 
     halves = [False, True, False, True]
     answers = {  # at 0 the FER faces are right, at 1 the Korean ones, at 0.5 one of each half
-        0.0: [
+        (0.0,): [
             _answering("fer", ["fear"] * 2, "fear", [False, True]),
             _answering("kor", ["hurt"] * 4, "sad", halves),
         ],
-        0.5: [
+        (0.5,): [
             _answering("fer", ["fear"] * 2, "fear", [False, True]),
             _answering("kor", ["hurt", "hurt", "sad", "sad"], "hurt", halves),
         ],
-        1.0: [
+        (1.0,): [
             _answering("fer", ["fear"] * 2, "anxious", [False, True]),
             _answering("kor", ["hurt"] * 4, "hurt", halves),
         ],
     }
-    assert choose(answers, {}, "pooled") == 1.0  # 4 of 6 right
-    assert choose(answers, {"fer": 1.0}, "pooled") == 0.5  # 4 of 6 with every FER face
-    assert choose(answers, {"fer": 1.0}, "mean") == 0.5
-    ties = {share: answers[0.0] for share in (0.2, 0.4)}
-    assert choose(ties, {}, "pooled") == 0.4  # nearer the fine-tuned model
+    assert choose(answers, {}, "pooled") == (1.0,)  # 4 of 6 right
+    assert choose(answers, {"fer": 1.0}, "pooled") == (0.5,)  # 4 of 6 with every FER face
+    assert choose(answers, {"fer": 1.0}, "mean") == (0.5,)
+    ties = {share: answers[(0.0,)] for share in ((0.2,), (0.4,), (0.1, 0.3, 0.5))}
+    assert choose(ties, {}, "pooled") == (0.4,)  # the largest mean share, nearer the tuned model
 
 
 def test_cross_fitting_scores_each_half_with_the_share_the_other_half_chose() -> None:
@@ -346,9 +370,9 @@ def test_cross_fitting_scores_each_half_with_the_share_the_other_half_chose() ->
         answer = "sad" if share == 0.0 else "hurt"
         return [_answering("kor", truth, answer, [False, False, True, True])]
 
-    honest = cross_fitted({0.0: at(0.0), 1.0: at(1.0)}, UNION_LABELS, {}, "pooled")
+    honest = cross_fitted({(0.0,): at(0.0), (1.0,): at(1.0)}, UNION_LABELS, {}, "pooled")
     # A chooses 0 and scores B with it (wrong), B chooses 1 and scores A with it (wrong).
-    assert honest["share_by_half"] == [1.0, 0.0]
+    assert honest["share_by_half"] == ["1.00", "0.00"]
     assert honest["kor"]["accuracy"] == 0.0 and honest["kor"]["n"] == 4
 
 
@@ -486,6 +510,14 @@ def test_per_dataset_options_must_name_a_given_dataset() -> None:
     ("options", "says"),
     [
         (["--share", "1.5"], "--share must lie in 0..1"),
+        (
+            ["--share", "0.2,1.5"],
+            "--share must lie in 0..1 (0 the base, 1 the fine-tuned model): ['0.20/1.50']",
+        ),
+        (
+            ["--share", "0.2,half"],
+            "--share takes a number or comma-separated numbers, got '0.2,half'",
+        ),
         (["--floor", "sfew=0.5"], "--floor names datasets that are not given: ['sfew']"),
         (["--group", "fer=face"], "--group takes one of person, film, file"),
         (["--select", "best"], "--select takes one of"),

@@ -619,10 +619,11 @@ def interpolate_command(
     output_dir: Annotated[Path, typer.Argument(help="Folder for the mixed model's bundle.")],
     data: Annotated[list[Path], typer.Option(help="Dataset folder (train/, val/); repeat.")],
     share: Annotated[
-        list[float] | None,
+        list[str] | None,
         typer.Option(
-            help="A share of the fine-tuned model's weights to try; repeat "
-            "(default: 0 to 1 in steps of 0.05)."
+            help="A share of the fine-tuned model's weights to try: one number for every "
+            "layer, or one per block, comma-separated (stem, stage1, stage2, stage3, emotion "
+            "for the compact network); repeat (default: 0 to 1 in steps of 0.05)."
         ),
     ] = None,
     group: GroupOption = None,
@@ -642,16 +643,29 @@ def interpolate_command(
             tuned,
             data,
             output_dir,
-            shares=share or SHARES,
+            shares=_shares(share) or SHARES,
             groupings=_pairs(group or [], "--group", str),
             floors=_pairs(floor or [], "--floor", float),
             by=select,
             name=name,
         )
-    share = metrics["share"]
     typer.echo(
-        f"Wrote {output_dir} (share {share:.2f}): {_in_sample_and_cross_fitted(metrics, data)}"
+        f"Wrote {output_dir} (share {metrics['share']}): "
+        + _in_sample_and_cross_fitted(metrics, data)
     )
+
+
+def _shares(given: list[str] | None) -> list[tuple[float, ...]]:
+    """--share options as tuples: "0.6" -> (0.6,), "0.4,0.7,0.8" -> one share per block."""
+    shares = []
+    for option in given or []:
+        try:
+            shares.append(tuple(float(part) for part in option.split(",")))
+        except ValueError:
+            raise ValueError(
+                f"--share takes a number or comma-separated numbers, got {option!r}"
+            ) from None
+    return shares
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

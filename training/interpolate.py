@@ -8,10 +8,15 @@ mixed too. Moving the share trades what fine-tuning learnt (Korean and film face
 what the base knew better (FER2013) without any training: each share costs one pass over the
 val faces.
 
+A share is one number for every layer, or one number per block of the network (its stem,
+each stage, the output layer: the weighted layers grouped by the name before the first `_`),
+so early layers can stay nearer the base while late ones follow the fine-tuned model.
+
 The share is chosen on the vals for what train-joint selects on (every floor met, then the
-pooled or mean accuracy), from a grid. One number chosen on the faces that report it flatters
-it a little, so the choice is also cross-fitted, as in `moodbot calibrate`: each val is halved
-by whole groups (people, films), the share is chosen on one half and scores the other.
+pooled or mean accuracy), from the shares given. A choice made on the faces that report it
+flatters it a little, so the choice is also cross-fitted, as in `moodbot calibrate`: each val
+is halved by whole groups (people, films), the share is chosen on one half and scores the
+other.
 """
 
 from __future__ import annotations
@@ -31,38 +36,71 @@ from training.joint_recipe import UNION_LABELS, JointRecipe
 
 log = logging.getLogger(__name__)
 
-SHARES = tuple(round(s, 2) for s in np.arange(0.0, 1.001, 0.05))
+# A share: one number for every layer, or one per block of the network (see `blocks`).
+Share = tuple[float, ...]
+
+SHARES: tuple[Share, ...] = tuple((round(s, 2),) for s in np.arange(0.0, 1.001, 0.05))
+
+
+def blocks(model: keras.Model) -> list[str]:
+    """The network's blocks in order: its weighted layers grouped by the name before the first
+    `_` (stem, stage1, stage2, stage3, emotion for the compact network)."""
+    return list(dict.fromkeys(layer.name.split("_")[0] for layer in model.layers if layer.weights))
+
+
+def share_name(share: Share) -> str:
+    """A share as the card and the log print it: 0.60, or 0.40/0.40/0.70/0.80/0.80 by block."""
+    return "/".join(f"{s:.2f}" for s in share)
+
+
+def _per_layer(model: keras.Model, share: Share) -> dict[str, float]:
+    names = blocks(model)
+    if len(share) not in (1, len(names)):
+        raise ValueError(
+            f"--share {share_name(share)}: give one share, or one per block "
+            f"({len(names)}: {', '.join(names)})"
+        )
+    by_block = dict(zip(names, share * len(names) if len(share) == 1 else share, strict=True))
+    return {
+        layer.name: by_block[layer.name.split("_")[0]] for layer in model.layers if layer.weights
+    }
 
 
 def mix_into(
     target: keras.Model,
     base: keras.Model,
     tuned: keras.Model,
-    share: float,
+    share: Share,
     tuned_only: Sequence[int] = (),
 ) -> None:
-    """Set `target`'s weights (a model shaped like `tuned`) to the mix, layer by layer name.
+    """Set `target`'s weights (a model shaped like `tuned`) to the mix, layer by layer name,
+    each block at its share.
 
     The output columns `tuned_only` (labels the base never learnt, whose outputs there are
     only copies of a twin's) are the tuned model's: mixing them would just dilute them."""
+    shares = _per_layer(tuned, share)
     for layer in tuned.layers:
         if not layer.weights:
             continue
+        share_here = shares[layer.name]
         tuned_weights = layer.get_weights()
         base_weights = base.get_layer(layer.name).get_weights()
         if layer.name == "emotion":
             for b, t in zip(base_weights, tuned_weights, strict=True):
                 b[..., tuned_only] = t[..., tuned_only]  # kernel (features, labels), bias
         mixed = [
-            (1.0 - share) * b + share * t for b, t in zip(base_weights, tuned_weights, strict=True)
+            (1.0 - share_here) * b + share_here * t
+            for b, t in zip(base_weights, tuned_weights, strict=True)
         ]
         target.get_layer(layer.name).set_weights(mixed)
 
 
-def choose(answers: dict[float, Sequence[ValAnswers]], floors: dict[str, float], by: str) -> float:
+def choose(answers: dict[Share, Sequence[ValAnswers]], floors: dict[str, float], by: str) -> Share:
     """The share whose answers rank best (see train-joint's `rank`); ties go to the larger
-    share, nearer the fine-tuned model."""
-    return max(answers, key=lambda share: (*rank(_scores(answers[share]), floors, by), share))
+    mean share, nearer the fine-tuned model."""
+    return max(
+        answers, key=lambda share: (*rank(_scores(answers[share]), floors, by), np.mean(share))
+    )
 
 
 def _scores(answers: Sequence[ValAnswers]) -> dict[str, Any]:
@@ -70,7 +108,7 @@ def _scores(answers: Sequence[ValAnswers]) -> dict[str, Any]:
 
 
 def cross_fitted(
-    answers: dict[float, Sequence[ValAnswers]],
+    answers: dict[Share, Sequence[ValAnswers]],
     labels: Sequence[str],
     floors: dict[str, float],
     by: str,
@@ -78,19 +116,19 @@ def cross_fitted(
     """Every val face answered by the share chosen on the other half of its dataset's groups."""
     by_name = {share: {a.name: a for a in per_share} for share, per_share in answers.items()}
 
-    def fit(held_out: bool) -> float:
+    def fit(held_out: bool) -> Share:
         halves = {
             share: [a.where(a.second_half != held_out) for a in per_share]
             for share, per_share in answers.items()
         }
         return choose(halves, floors, by)
 
-    def answer(share: float, name: str, mask: np.ndarray) -> np.ndarray:
+    def answer(share: Share, name: str, mask: np.ndarray) -> np.ndarray:
         return by_name[share][name].views[:, mask].mean(axis=0).argmax(axis=-1)
 
     # Truth and halves are the same faces at every share: any share's answers carry them.
     result, chosen = cross_fit(next(iter(answers.values())), labels, fit, answer)
-    result["share_by_half"] = chosen
+    result["share_by_half"] = [share_name(share) for share in chosen]
     return result
 
 
@@ -100,7 +138,7 @@ def interpolate(
     data_dirs: Sequence[Path],
     out_dir: Path,
     *,
-    shares: Sequence[float] = SHARES,
+    shares: Sequence[Share] = SHARES,
     groupings: dict[str, str] | None = None,
     floors: dict[str, float] | None = None,
     by: str = "pooled",
@@ -115,11 +153,14 @@ def interpolate(
 
     groupings, floors = groupings or {}, floors or {}
     check_options([d.name for d in data_dirs], groupings, floors, by)
+    shares = [tuple(share) for share in shares]
     _check_shares(shares)
     spec, tuned_file = resolve_model(tuned_bundle)
     if tuple(spec.labels) != UNION_LABELS:
         raise ValueError(f"{tuned_bundle}: not a train-joint model (labels {spec.labels})")
     tuned = classifier_from(tuned_file)
+    for share in shares:
+        _per_layer(tuned, share)  # refuse a share with the wrong number of blocks up front
     recipe = JointRecipe(input_size=spec.input_size[0], color=spec.color, name=spec.name)
     # The base as fine-tuning first saw it: its own labels' outputs, each new label's copied
     # from its twin a logit lower.
@@ -135,7 +176,7 @@ def interpolate(
         answers[share] = [
             val_answers(model, d, groupings.get(d.name, "file"), spec.labels) for d in datasets
         ]
-        log.info("Share %.2f: %s", share, _accuracies(_scores(answers[share])))
+        log.info("Share %s: %s", share_name(share), _accuracies(_scores(answers[share])))
     share = choose(answers, floors, by)
     mix_into(model, base, tuned, share, tuned_only)
 
@@ -145,18 +186,20 @@ def interpolate(
             for d, a in zip(datasets, answers[share], strict=True)
         }
     )
-    metrics["share"] = share
-    metrics["by_share"] = {f"{s:.2f}": _accuracies(_scores(answers[s])) for s in shares}
+    metrics["share"] = share_name(share)
+    metrics["by_share"] = {share_name(s): _accuracies(_scores(answers[s])) for s in shares}
     metrics["cross_fitted"] = cross_fitted(answers, spec.labels, floors, by)
+    mixed_as = _in_words(share, blocks(tuned))
     card = ModelCard(
-        data=f"{share:.2f} x {tuned_bundle} + {1 - share:.2f} x {base_bundle} (weights mixed), "
+        data=f"{tuned_bundle} and {base_bundle} with their weights mixed, {mixed_as} "
         "the share chosen on: " + ", ".join(map(str, data_dirs)),
         split="each dataset's val/ folder (the same faces that chose the share); "
         "`cross_fitted` scores each half of every val's groups with the share chosen on the "
         "other half, the honest numbers",
         metrics=metrics,
         settings={
-            "shares": list(shares),
+            "shares": [share_name(s) for s in shares],
+            "blocks": blocks(tuned),
             "labels_from_tuned_only": [UNION_LABELS[i] for i in tuned_only],
             "groupings": groupings,
             "floors": floors,
@@ -165,7 +208,7 @@ def interpolate(
     )
     description = (
         f"{tuned_bundle.name} and {base_bundle.name} with their weights mixed "
-        f"({share:.2f} : {1 - share:.2f}; the labels {base_bundle.name} lacks wholly "
+        f"({mixed_as} the labels {base_bundle.name} lacks wholly "
         f"{tuned_bundle.name}'s), {model.count_params():,} parameters, "
         f"{spec.input_size[0]}x{spec.input_size[1]} {spec.color}; outputs averaged over the "
         "face and its mirror image."
@@ -181,9 +224,17 @@ def _accuracies(scores: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _check_shares(shares: Sequence[float]) -> None:
+def _in_words(share: Share, names: Sequence[str]) -> str:
+    """The share in the card's words: the fine-tuned model's share, or each block's."""
+    if len(share) == 1:
+        return f"{share[0]:.2f} of the fine-tuned model's;"
+    each = ", ".join(f"{n} {s:.2f}" for n, s in zip(names, share, strict=True))
+    return f"the fine-tuned model's share by block: {each};"
+
+
+def _check_shares(shares: Sequence[Share]) -> None:
     if not shares:
         raise ValueError("--share names no share")
-    bad = [s for s in shares if not 0.0 <= s <= 1.0]
+    bad = [share_name(share) for share in shares if not all(0.0 <= s <= 1.0 for s in share)]
     if bad:
         raise ValueError(f"--share must lie in 0..1 (0 the base, 1 the fine-tuned model): {bad}")
