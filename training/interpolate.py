@@ -45,7 +45,15 @@ SHARES: tuple[Share, ...] = tuple((round(s, 2),) for s in np.arange(0.0, 1.001, 
 def blocks(model: keras.Model) -> list[str]:
     """The network's blocks in order: its weighted layers grouped by the name before the first
     `_` (stem, stage1, stage2, stage3, emotion for the compact network)."""
-    return list(dict.fromkeys(layer.name.split("_")[0] for layer in model.layers if layer.weights))
+    return list(dict.fromkeys(_block(layer) for layer in _weighted(model)))
+
+
+def _block(layer: keras.Layer) -> str:
+    return layer.name.split("_")[0]
+
+
+def _weighted(model: keras.Model) -> list[keras.Layer]:
+    return [layer for layer in model.layers if layer.weights]
 
 
 def share_name(share: Share) -> str:
@@ -54,6 +62,7 @@ def share_name(share: Share) -> str:
 
 
 def _per_layer(model: keras.Model, share: Share) -> dict[str, float]:
+    """Each weighted layer's share, by name; a share per block must name every block."""
     names = blocks(model)
     if len(share) not in (1, len(names)):
         raise ValueError(
@@ -61,9 +70,7 @@ def _per_layer(model: keras.Model, share: Share) -> dict[str, float]:
             f"({len(names)}: {', '.join(names)})"
         )
     by_block = dict(zip(names, share * len(names) if len(share) == 1 else share, strict=True))
-    return {
-        layer.name: by_block[layer.name.split("_")[0]] for layer in model.layers if layer.weights
-    }
+    return {layer.name: by_block[_block(layer)] for layer in _weighted(model)}
 
 
 def mix_into(
@@ -78,21 +85,17 @@ def mix_into(
 
     The output columns `tuned_only` (labels the base never learnt, whose outputs there are
     only copies of a twin's) are the tuned model's: mixing them would just dilute them."""
-    shares = _per_layer(tuned, share)
-    for layer in tuned.layers:
-        if not layer.weights:
-            continue
-        share_here = shares[layer.name]
-        tuned_weights = layer.get_weights()
-        base_weights = base.get_layer(layer.name).get_weights()
-        if layer.name == "emotion":
+    for name, share_here in _per_layer(tuned, share).items():
+        tuned_weights = tuned.get_layer(name).get_weights()
+        base_weights = base.get_layer(name).get_weights()
+        if name == "emotion":
             for b, t in zip(base_weights, tuned_weights, strict=True):
                 b[..., tuned_only] = t[..., tuned_only]  # kernel (features, labels), bias
         mixed = [
             (1.0 - share_here) * b + share_here * t
             for b, t in zip(base_weights, tuned_weights, strict=True)
         ]
-        target.get_layer(layer.name).set_weights(mixed)
+        target.get_layer(name).set_weights(mixed)
 
 
 def choose(answers: dict[Share, Sequence[ValAnswers]], floors: dict[str, float], by: str) -> Share:
