@@ -230,7 +230,7 @@ BUILTIN_MODELS: dict[str, Callable[[], tuple[BundleSpec, Path]]] = {
 }
 # The default must beat moodnet and mini-Xception on both real-photo vals (person-held-out
 # AIHub, film-held-out SFEW) and keep FER2013 val >= 0.70 (docs/TRAINING.md, "Real faces"):
-# moodnet-blend does (0.701 / 0.611 / 0.469 against moodnet's 0.707 / 0.289 / 0.386);
+# moodnet-blend does (0.701 / 0.633 / 0.448 against moodnet's 0.707 / 0.289 / 0.386);
 # moodnet-joint reads real photos better still but scores 0.686 on FER2013.
 DEFAULT_MODEL = "moodnet-blend"
 
