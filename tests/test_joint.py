@@ -631,34 +631,3 @@ def test_teacher_options_read_a_bundle_and_an_optional_weight() -> None:
     assert _teachers(None) == []
     with pytest.raises(ValueError, match="BUNDLE=WEIGHT"):
         _teachers(["runs/x=heavy"])
-
-
-@pytest.mark.slow
-def test_frozen_batch_norm_keeps_the_start_models_statistics(tmp_path: Path) -> None:
-    import keras
-
-    from ml.models import resolve_model
-    from training.compact import classifier_from
-
-    datasets = []
-    for name, classes, seed in (("fer", FER_SIDE, 6), ("korean", KOREAN_SIDE, 7)):
-        for side, count in (("train", 8), ("val", 2)):
-            _faces_folder(tmp_path / name / side, classes, count, seed + len(side))
-        datasets.append(tmp_path / name)
-    start = _fer_bundle(tmp_path / "start")
-    recipe = JointRecipe(
-        input_size=24, epochs=2, batch_size=8, learning_rate=1e-2, warmup_epochs=0,
-        average_epochs=2, freeze_batch_norm=True, name="tiny",
-    )  # fmt: skip
-    train_joint(datasets, tmp_path / "run", recipe=recipe, init_from=start)
-
-    before, after = (classifier_from(resolve_model(b)[1]) for b in (start, tmp_path / "run/bundle"))
-    norms = [n.name for n in before.layers if isinstance(n, keras.layers.BatchNormalization)]
-    assert norms
-    for name in norms:  # scale, shift, moving mean and variance: all as loaded
-        for b, a in zip(
-            before.get_layer(name).get_weights(), after.get_layer(name).get_weights(), strict=True
-        ):
-            np.testing.assert_array_equal(a, b)
-    assert not np.allclose(before.get_layer("stem_a").get_weights()[0],
-                           after.get_layer("stem_a").get_weights()[0])  # fmt: skip

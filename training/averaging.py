@@ -44,23 +44,18 @@ def averaged_model(model, snapshots: list[list[np.ndarray]], images: np.ndarray,
     return clone
 
 
-def set_average(
-    model, snapshots: list[list[np.ndarray]], images: np.ndarray | None, batch_size=256
-):
+def set_average(model, snapshots: list[list[np.ndarray]], images: np.ndarray, batch_size=256):
     """Give `model` the mean of `snapshots`, its BN statistics re-measured on `images`.
 
     `images` are uint8 (N, H, W, C), scaled here to 0..1 like the training inputs; at most
-    BN_SAMPLE of them, drawn at random with a fixed seed, are used. None keeps the averaged
-    statistics (for batch-norm layers that did not train, the same in every snapshot).
+    BN_SAMPLE of them, drawn at random with a fixed seed, are used.
     """
     if not snapshots:
         raise ValueError("no weights to average: the run ended before the averaging epochs")
     model.set_weights([np.mean(layer, axis=0) for layer in zip(*snapshots, strict=True)])
-    if images is not None:
-        if len(images) > BN_SAMPLE:
-            chosen = np.random.default_rng(0).choice(len(images), BN_SAMPLE, False)
-            images = images[np.sort(chosen)]
-        _remeasure_batch_norm(model, images, batch_size)
+    if len(images) > BN_SAMPLE:
+        images = images[np.sort(np.random.default_rng(0).choice(len(images), BN_SAMPLE, False))]
+    _remeasure_batch_norm(model, images, batch_size)
     log.info("Averaged the weights of %d epochs", len(snapshots))
 
 

@@ -330,14 +330,6 @@ def _blocks(model: keras.Model) -> tuple[int, ...]:
     return tuple(sum(n.startswith(f"{s}_") and n.endswith("_a") for n in names) for s in stages)
 
 
-def _freeze_batch_norm(model) -> None:
-    """Batch-norm layers left untrainable run in inference mode in Keras 3: their moving
-    statistics stay as loaded, and so do their scale and shift."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-
-
 def _compile(model, recipe: JointRecipe, steps_per_epoch: int) -> None:
     schedule = warmup_cosine(
         recipe.learning_rate,
@@ -496,8 +488,6 @@ def train_joint(
     teacher = _teacher(teachers, recipe, init)
     batches = build_batches(datasets, recipe, teacher=teacher)
     model = union_head_model(init, recipe)
-    if recipe.freeze_batch_norm:
-        _freeze_batch_norm(model)
     _compile(model, recipe, steps_per_epoch=len(batches))
     select = SelectBest(datasets, out_dir, recipe.floor, recipe.select_by)
     collector = weight_collector(recipe.average_epochs, recipe.epochs)
@@ -510,24 +500,22 @@ def train_joint(
     metrics = {**select.best, "selected": f"epoch {select.best_epoch}"}
     metrics["selected_epoch"] = select.best_epoch
     if collector.snapshots:
-        # Frozen batch-norm layers are the same in every snapshot: nothing to measure again.
-        faces = None if recipe.freeze_batch_norm else batches.images
-        metrics = _better_of_average(model, metrics, collector.snapshots, faces, select)
+        metrics = _better_of_average(model, metrics, collector.snapshots, batches, select)
     metrics["floors_met"] = select.rank(metrics)[0]
     metrics["epochs_run"] = len(history.history["loss"])
     _write(model, out_dir, recipe, metrics, data_dirs, init_from, teachers)
     return metrics
 
 
-def _better_of_average(model, metrics, snapshots, faces: np.ndarray | None, select):
+def _better_of_average(model, metrics, snapshots, batches: MixedBatches, select):
     """The selected epoch's model, or the average of the last epochs when it ranks higher.
 
-    Batch-norm statistics of the average are measured over `faces`, the training faces of
-    every dataset (`set_average` samples at most BN_SAMPLE of them; None keeps them). The
-    model is changed in place (a clone would need the custom loss registered)."""
+    Batch-norm statistics of the average are measured over the training faces of every
+    dataset (`set_average` samples at most BN_SAMPLE of them). The model is changed in place
+    (a clone would need the custom loss registered)."""
     datasets = select.datasets
     selected_weights = model.get_weights()
-    set_average(model, snapshots, faces)
+    set_average(model, snapshots, batches.images)
     scores = score_all(keras_predict(model), datasets)
     summary = {
         "epochs_averaged": len(snapshots),

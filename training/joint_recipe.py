@@ -45,12 +45,6 @@ class JointRecipe:
         "Epoch selection: mean (of the vals' accuracies) or pooled (over all their images).",
         option="--select",
     )
-    freeze_batch_norm: bool = knob(
-        False,
-        "Keep every batch-norm layer as the --init-from bundle has it (statistics, scale and "
-        "shift): fine-tuning a weight mix would otherwise measure them again on the training "
-        "mix, which costs FER2013 faces.",
-    )
     average_epochs: int = knob(
         0,
         "Also average the weights of the schedule's last N epochs (fresh batch-norm "
