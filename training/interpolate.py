@@ -66,7 +66,7 @@ def _per_layer(model: keras.Model, share: Share) -> dict[str, float]:
     names = blocks(model)
     if len(share) not in (1, len(names)):
         raise ValueError(
-            f"--share {share_name(share)}: give one share, or one per block "
+            f"--share {','.join(f'{s:g}' for s in share)}: give one share, or one per block "
             f"({len(names)}: {', '.join(names)})"
         )
     by_block = dict(zip(names, share * len(names) if len(share) == 1 else share, strict=True))
