@@ -61,14 +61,19 @@ def share_name(share: Share) -> str:
     return "/".join(f"{s:.2f}" for s in share)
 
 
-def _per_layer(model: keras.Model, share: Share) -> dict[str, float]:
-    """Each weighted layer's share, by name; a share per block must name every block."""
-    names = blocks(model)
+def _check_blocks(share: Share, names: Sequence[str]) -> None:
+    """A share per block must name every block."""
     if len(share) not in (1, len(names)):
         raise ValueError(
             f"--share {','.join(f'{s:g}' for s in share)}: give one share, or one per block "
             f"({len(names)}: {', '.join(names)})"
         )
+
+
+def _per_layer(model: keras.Model, share: Share) -> dict[str, float]:
+    """Each weighted layer's share, by name."""
+    names = blocks(model)
+    _check_blocks(share, names)
     by_block = dict(zip(names, share * len(names) if len(share) == 1 else share, strict=True))
     return {layer.name: by_block[_block(layer)] for layer in _weighted(model)}
 
@@ -162,8 +167,8 @@ def interpolate(
     if tuple(spec.labels) != UNION_LABELS:
         raise ValueError(f"{tuned_bundle}: not a train-joint model (labels {spec.labels})")
     tuned = classifier_from(tuned_file)
-    for share in shares:
-        _per_layer(tuned, share)  # refuse a share with the wrong number of blocks up front
+    for share in shares:  # before any face is read
+        _check_blocks(share, blocks(tuned))
     recipe = JointRecipe(input_size=spec.input_size[0], color=spec.color, name=spec.name)
     # The base as fine-tuning first saw it: its own labels' outputs, each new label's copied
     # from its twin a logit lower.
