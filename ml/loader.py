@@ -1,11 +1,19 @@
-"""Load an emotion model by name or path, whichever way it runs: the one entry point above both
-`ml/models.py` (bundles, Keras) and `ml/serving.py` (SavedModel, TF Serving)."""
+"""Load an emotion model by name or path, whichever way it runs: the one entry point above
+`ml/models.py` (bundles, Keras), `ml/lite.py` (quantized LiteRT) and `ml/serving.py`
+(SavedModel, TF Serving)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ml.models import EmotionModel, KerasEmotionModel, load_keras_model, resolve_model
+from ml.lite import LiteClassifier
+from ml.models import (
+    LITE_SUFFIX,
+    EmotionModel,
+    KerasEmotionModel,
+    load_keras_model,
+    resolve_model,
+)
 from ml.serving import load_served_model
 
 
@@ -14,4 +22,6 @@ def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
     spec, weights = resolve_model(name_or_path)
     if weights.is_dir():  # a SavedModel written by `moodbot export`
         return load_served_model(spec, weights)
+    if weights.suffix == LITE_SUFFIX:  # written by `moodbot quantize`
+        return LiteClassifier(spec, weights)
     return KerasEmotionModel(spec, load_keras_model(spec, weights))

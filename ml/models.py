@@ -20,6 +20,7 @@ from ml.labels import FER_LABELS
 log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.json"
+LITE_SUFFIX = ".tflite"  # a quantized LiteRT model file (ml/lite.py)
 Color = Literal["grayscale", "rgb"]
 Normalization = Literal["minus_one_to_one", "zero_to_one", "vggface1", "vggface2"]
 NORMALIZATIONS: tuple[Normalization, ...] = (
@@ -222,17 +223,33 @@ def _moodnet_blend() -> tuple[BundleSpec, Path]:
     return _read_bundle(BUNDLED_DIR / "moodnet-blend")
 
 
+def _moodnet_joint64() -> tuple[BundleSpec, Path]:
+    """moodnet-joint trained on at 64x64 (the tenth train-joint run): a member of
+    moodnet-trio, kept as Keras so the trio can be rebuilt. Its MODEL_CARD.md has its numbers."""
+    return _read_bundle(BUNDLED_DIR / "moodnet-joint64")
+
+
+def _moodnet_trio() -> tuple[BundleSpec, Path]:
+    """moodnet, moodnet-joint and moodnet-joint64 with their answers averaged by weight (0.1,
+    0.3, 0.6), stored with 8-bit weights and run by LiteRT (ml/lite.py): three networks a face
+    in less time than one takes in TensorFlow. Its MODEL_CARD.md holds every val number."""
+    return _read_bundle(BUNDLED_DIR / "moodnet-trio")
+
+
 BUILTIN_MODELS: dict[str, Callable[[], tuple[BundleSpec, Path]]] = {
+    "moodnet-trio": _moodnet_trio,
     "moodnet-blend": _moodnet_blend,
     "moodnet": _moodnet,
     "moodnet-joint": _moodnet_joint,
+    "moodnet-joint64": _moodnet_joint64,
     "mini-xception": _mini_xception,
 }
 # The default must beat moodnet and mini-Xception on both real-photo vals (person-held-out
-# AIHub, film-held-out SFEW) and keep FER2013 val >= 0.70 (docs/TRAINING.md, "Real faces"):
-# moodnet-blend does (0.701 / 0.633 / 0.448 against moodnet's 0.707 / 0.289 / 0.386);
-# moodnet-joint reads real photos better still but scores 0.686 on FER2013.
-DEFAULT_MODEL = "moodnet-blend"
+# AIHub, film-held-out SFEW), keep FER2013 val >= 0.70, and take <= 15 ms a face
+# (docs/TRAINING.md, "Real faces"): moodnet-trio reads 0.711 / 0.663 / 0.510 against moodnet's
+# 0.707 / 0.289 / 0.386 in about 8-10 ms; moodnet-blend, the default before it, 0.701 / 0.633 /
+# 0.448.
+DEFAULT_MODEL = "moodnet-trio"
 
 
 def _distribution_file(distribution: str, relative: str) -> Path:
@@ -276,6 +293,11 @@ def load_keras_model(spec: BundleSpec, weights: Path) -> Any:
     """A bundle's Keras model, on whichever backend Keras runs (training needs no TensorFlow)."""
     if weights.is_dir():
         raise ModelLoadError(f"{weights} is an exported SavedModel, not a Keras model file.")
+    if weights.suffix == LITE_SUFFIX:
+        raise ModelLoadError(
+            f"{weights} is a quantized LiteRT model, not a Keras model file: use the Keras "
+            "bundle it was made from (its card names it)."
+        )
     if not weights.is_file():
         raise ModelLoadError(f"Model file {weights} does not exist.")
     import keras

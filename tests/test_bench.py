@@ -41,6 +41,9 @@ def test_smoke_run_reports_every_key_and_finds_the_faces(engine: EmotionEngine) 
         assert key in result
     assert "cold_start_s" in result  # None: the smoke plan skips the second process
     assert result["latency_ms"]["640x480"]["n"] == SMOKE.repeats
+    assert result["model_ms_per_face"]["n"] == SMOKE.model_repeats
+    assert 0 < result["model_ms_per_face"]["p50"] < result["latency_ms"]["640x480"]["p50"]
+    assert result["targets"]["model ms a face p50"]["met"] is not None
     assert result["baseline_latency_ms"]["640x480"]["p50"] > 0
     assert 100 < result["baseline_rss_mb"] < 24_000  # measured in the baseline's own process
     assert set(result["throughput"]) == {"1", "4"}
@@ -50,6 +53,7 @@ def test_smoke_run_reports_every_key_and_finds_the_faces(engine: EmotionEngine) 
     # Sizes the smoke plan skips are reported as not measured, never as met.
     assert result["targets"]["4000x3000 p50 ms"]["met"] is None
     assert "640x480" in summary(result)
+    assert "the model alone: p50" in summary(result)
     assert result["music"]["recommend_ms"]["n"] == SMOKE.music_repeats
     assert "music: recommendation p50" in summary(result)
 

@@ -21,7 +21,7 @@ async def test_smiling_astronaut_is_happy(engine: EmotionEngine, astronaut_jpeg:
     (face,) = analysis.faces
     assert face.emotion == "happy" and face.confidence > 0.8 and not face.unsure
     assert analysis.image_size == (512, 512)
-    assert analysis.model == "moodnet-blend"  # the default
+    assert analysis.model == "moodnet-trio"  # the default
     assert set(face.scores) == set(engine.model.labels)  # every label, anxious to neutral
     assert {"anxious", "hurt", "embarrassed", "neutral"} <= set(face.scores)
     assert sum(face.scores.values()) == pytest.approx(1.0, abs=1e-4)

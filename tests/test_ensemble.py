@@ -44,11 +44,46 @@ def test_ensemble_bundle_averages_its_members(tmp_path: Path, face_crops: list) 
     assert list(got.argmax(axis=1)) == list(expected.argmax(axis=1))
 
 
-def test_members_must_share_labels() -> None:
+def test_members_answer_over_the_union_of_their_labels_by_weight(face_crops: list) -> None:
+    from training.ensemble import build_ensemble
+
+    moodnet, joint = load_emotion_model("moodnet"), load_emotion_model("moodnet-joint")
+    keras_model, spec = build_ensemble("pair", [moodnet, joint], [1.0, 3.0])
+    # moodnet's seven first, then what only the joint model knows.
+    assert spec.labels == (*moodnet.labels, "anxious", "hurt", "embarrassed")
+    assert spec.labels == joint.labels
+    assert "moodnet (0.25)" in spec.description and "(0.75)" in spec.description
+    padded = np.zeros((len(face_crops), len(spec.labels)), np.float32)
+    padded[:, : len(moodnet.labels)] = moodnet.predict(face_crops)
+    expected = 0.25 * padded + 0.75 * joint.predict(face_crops)
+    got = np.asarray(keras_model(preprocess_faces(spec, face_crops)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_members_must_share_a_colour() -> None:
     moodnet = load_emotion_model("moodnet").spec
-    other = dataclasses.replace(moodnet, name="odd", labels=tuple(reversed(moodnet.labels)))
-    with pytest.raises(EnsembleError, match="odd predicts"):
-        ensemble_spec("x", [moodnet, other])
+    colour = dataclasses.replace(moodnet, name="colour", color="rgb")
+    with pytest.raises(EnsembleError, match="colour is rgb"):
+        ensemble_spec("x", [moodnet, colour])
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"), [([1.0], "1 weights for 2 models"), ([1.0, 0.0], "positive")]
+)
+def test_weights_are_one_positive_number_a_member(weights: list, message: str) -> None:
+    from training.ensemble import build_ensemble
+
+    moodnet = load_emotion_model("moodnet")
+    with pytest.raises(EnsembleError, match=message):
+        build_ensemble("x", [moodnet, moodnet], weights)
+
+
+def test_a_weight_that_is_not_a_number_is_a_clear_cli_error(tmp_path: Path) -> None:
+    args = ["ensemble", str(tmp_path / "x"), "--model", "moodnet=lots", "--model", "moodnet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "--model takes MODEL or MODEL=WEIGHT, got 'moodnet=lots'" in result.output
 
 
 def test_members_share_one_crop_framed_between_theirs() -> None:

@@ -19,7 +19,7 @@ from ml.engine import EmotionEngine
 from ml.errors import MLError
 from ml.faces import crop_face
 from ml.loader import load_emotion_model
-from ml.models import DEFAULT_MODEL, resolve_model
+from ml.models import resolve_model
 from ml.serving import (
     SavedModelClassifier,
     TFServingClassifier,
@@ -29,12 +29,24 @@ from ml.serving import (
 
 pytestmark = pytest.mark.slow
 
+# A SavedModel is made from a Keras bundle (the quantized default has no Keras form).
+EXPORTED = "moodnet-blend"
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export") / DEFAULT_MODEL
-    export_saved_model(DEFAULT_MODEL, out)
+    out = tmp_path_factory.mktemp("export") / EXPORTED
+    export_saved_model(EXPORTED, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def source_engine(engine: EmotionEngine) -> Iterator[EmotionEngine]:
+    """The engine on the exported Keras bundle itself, sharing the session's detector."""
+    source = EmotionEngine(load_emotion_model(EXPORTED), engine.detector, engine.config)
+    source.start()
+    yield source
+    source.close()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +66,7 @@ def test_export_writes_a_versioned_saved_model_and_its_bundle(exported: Path) ->
     assert (exported / "1" / "saved_model.pb").is_file()
     assert (exported / "1" / "variables").is_dir()
     spec, location = resolve_model(exported)
-    original, _ = resolve_model(DEFAULT_MODEL)
+    original, _ = resolve_model(EXPORTED)
     assert location == exported / "1"
     assert (spec.name, spec.labels, spec.input_size) == (
         original.name,
@@ -66,29 +78,29 @@ def test_export_writes_a_versioned_saved_model_and_its_bundle(exported: Path) ->
 
 
 def test_saved_model_predicts_what_the_keras_model_predicts(
-    exported: Path, engine: EmotionEngine, crops: list[np.ndarray]
+    exported: Path, source_engine: EmotionEngine, crops: list[np.ndarray]
 ) -> None:
     model = load_served_model(*resolve_model(exported))
     assert isinstance(model, SavedModelClassifier)
-    assert model.labels == engine.model.labels
-    served, keras = model.predict(crops), engine.model.predict(crops)
+    assert model.labels == source_engine.model.labels
+    served, keras = model.predict(crops), source_engine.model.predict(crops)
     assert served.shape == (len(crops), len(model.labels))
     np.testing.assert_allclose(served, keras, rtol=1e-4, atol=1e-5)
     assert model.labels[int(np.argmax(served[0]))] == "happy"  # the smiling astronaut
 
 
 def test_engine_runs_on_the_saved_model(
-    exported: Path, engine: EmotionEngine, astronaut_jpeg: bytes
+    exported: Path, source_engine: EmotionEngine, astronaut_jpeg: bytes
 ) -> None:
     model = load_emotion_model(exported)  # what MOODBOT_MODEL=<exported dir> loads
     assert isinstance(model, SavedModelClassifier)
-    served_engine = EmotionEngine(model, engine.detector, engine.config)
+    served_engine = EmotionEngine(model, source_engine.detector, source_engine.config)
     served_engine.start()
     try:
         analysis = served_engine.analyze_blocking(astronaut_jpeg)
     finally:
         served_engine.close()
-    expected = engine.analyze_blocking(astronaut_jpeg)
+    expected = source_engine.analyze_blocking(astronaut_jpeg)
     assert [f.box for f in analysis.faces] == [f.box for f in expected.faces]
     assert analysis.primary and expected.primary
     assert analysis.primary.emotion == expected.primary.emotion == "happy"
@@ -137,21 +149,20 @@ def tf_serving(exported: Path) -> Iterator[str]:
 
 
 def test_rest_client_gets_the_same_probabilities(
-    tf_serving: str, engine: EmotionEngine, crops: list[np.ndarray]
+    tf_serving: str, source_engine: EmotionEngine, crops: list[np.ndarray]
 ) -> None:
-    model = TFServingClassifier(engine.model.spec, f"{tf_serving}/v1/models/moodnet/")
-    np.testing.assert_allclose(
-        model.predict(crops), engine.model.predict(crops), rtol=1e-4, atol=1e-5
-    )
+    source = source_engine.model
+    model = TFServingClassifier(source.spec, f"{tf_serving}/v1/models/moodnet/")
+    np.testing.assert_allclose(model.predict(crops), source.predict(crops), rtol=1e-4, atol=1e-5)
     (request,) = FakeTFServing.requests
     assert request["signature_name"] == "serving_default"
     assert np.asarray(request["instances"]).shape == (len(crops), 48, 48, 1)
 
 
 def test_rest_client_failures_are_named(
-    tf_serving: str, engine: EmotionEngine, crops: list[np.ndarray]
+    tf_serving: str, source_engine: EmotionEngine, crops: list[np.ndarray]
 ) -> None:
-    spec = engine.model.spec
+    spec = source_engine.model.spec
     with pytest.raises(MLError, match="404"):
         TFServingClassifier(spec, f"{tf_serving}/v1/models/other").predict(crops[:1])
     closed = TFServingClassifier(spec, "http://127.0.0.1:9/v1/models/moodnet", timeout_s=2)
@@ -193,7 +204,7 @@ def test_moodbot_model_set_to_a_served_bundle_uses_tf_serving(
     from bot.settings import load_settings
 
     bundle = tmp_path / "moodnet-served"
-    export_saved_model(DEFAULT_MODEL, bundle, serving_url=f"{tf_serving}/v1/models/moodnet")
+    export_saved_model(EXPORTED, bundle, serving_url=f"{tf_serving}/v1/models/moodnet")
     monkeypatch.setenv("MOODBOT_MODEL", str(bundle))
     settings = load_settings()
     # What bot/app.py does at start-up with MOODBOT_MODEL.

@@ -30,7 +30,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_defaults_need_no_configuration() -> None:
     settings = load_settings()
     assert settings.database == "moodbot.db"
-    assert settings.model == "moodnet-blend"
+    assert settings.model == "moodnet-trio"
     assert settings.telegram_bot_token is None and not settings.spotify_configured
 
 

@@ -334,7 +334,7 @@ async def test_healthz_is_200_when_everything_works(
     assert status == 200
     assert body == {
         "ok": True,
-        "model": {"loaded": True, "name": "moodnet-blend"},
+        "model": {"loaded": True, "name": "moodnet-trio"},
         "database": {"writable": True},
         "accepting": True,
         "transports": {"telegram": True},
@@ -380,7 +380,7 @@ async def test_healthz_is_503_when_the_engine_is_closed(
         status, body = await get_health(http, url)
     finally:
         await server.close(5)
-    assert status == 503 and body["model"] == {"loaded": False, "name": "moodnet-blend"}
+    assert status == 503 and body["model"] == {"loaded": False, "name": "moodnet-trio"}
 
 
 async def test_healthz_is_503_until_every_transport_is_connected(

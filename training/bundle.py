@@ -13,6 +13,7 @@ from typing import Any
 from ml.models import BUNDLE_FILE, BundleSpec
 
 MODEL_FILE = "model.keras"
+LITE_FILE = "model.tflite"  # what `moodbot quantize` writes instead (ml/lite.py)
 CARD_FILE = "MODEL_CARD.md"
 
 
@@ -81,6 +82,19 @@ def write_bundle(directory: Path, keras_model: Any, spec: BundleSpec, card: Mode
     staged = {MODEL_FILE: directory / f".{MODEL_FILE}.partial.keras"}
     inference_copy(keras_model).save(staged[MODEL_FILE])
     _publish(directory, {**staged, **_staged_texts(directory, spec, card)})
+    return directory
+
+
+def write_lite_bundle(
+    directory: Path, flatbuffer: bytes, spec: BundleSpec, card: ModelCard
+) -> Path:
+    """Save a LiteRT model with its manifest and card, as carefully as `write_bundle`."""
+    if spec.model_file != LITE_FILE:
+        raise ValueError(f"bundle model_file must be {LITE_FILE!r}, got {spec.model_file!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    staged = directory / f".{LITE_FILE}.partial"
+    staged.write_bytes(flatbuffer)
+    _publish(directory, {LITE_FILE: staged, **_staged_texts(directory, spec, card)})
     return directory
 
 

@@ -1,8 +1,12 @@
-"""One bundle out of several: a Keras model that averages its members' probabilities.
+"""One bundle out of several: a Keras model that averages its members' probabilities, by weight.
 
 Members may differ in input size and normalisation (moodnet takes 48x48 in 0..1,
 mini-Xception 64x64 in -1..1). The ensemble takes the largest member input in 0..1 and
 adapts it for each member inside the graph, so the engine still calls one model per batch.
+
+Members may also differ in labels (moodnet knows FER's seven, a train-joint model those and
+anxious, hurt, embarrassed): the ensemble answers over the union, in order of first
+appearance, and a member gives no probability to a label it does not know.
 """
 
 from __future__ import annotations
@@ -17,33 +21,57 @@ from training.bundle import MODEL_FILE, ModelCard, write_bundle
 
 
 class EnsembleError(ValueError):
-    """The members cannot be combined (different labels or colours)."""
+    """The members cannot be combined (different colours, too few, bad weights)."""
 
 
-def ensemble_spec(name: str, members: Sequence[BundleSpec]) -> BundleSpec:
-    """The ensemble's manifest: the members' labels, their largest input, 0..1 pixels."""
+def ensemble_spec(
+    name: str, members: Sequence[BundleSpec], shares: Sequence[float] | None = None
+) -> BundleSpec:
+    """The ensemble's manifest: the union of the members' labels, their largest input, 0..1
+    pixels."""
     first = members[0]
     for spec in members[1:]:
-        if spec.labels != first.labels:
-            raise EnsembleError(
-                f"{spec.name} predicts {spec.labels}, {first.name} predicts {first.labels}: "
-                "members must share labels in the same order"
-            )
         if spec.color != first.color:
             raise EnsembleError(f"{spec.name} is {spec.color}, {first.name} is {first.color}")
     side = max(max(spec.input_size) for spec in members)
-    names = " + ".join(spec.name for spec in members)
+    if shares is None or len(set(shares)) == 1:
+        mean = "Mean of the probabilities of " + " + ".join(spec.name for spec in members)
+    else:
+        mean = "Weighted mean of the probabilities of " + " + ".join(
+            f"{spec.name} ({share:.2f})" for spec, share in zip(members, shares, strict=True)
+        )
     return BundleSpec(
         name=name,
-        labels=first.labels,
+        labels=union_labels(members),
         input_size=(side, side),
         color=first.color,
         normalization="zero_to_one",
         model_file=MODEL_FILE,
-        description=f"Mean of the probabilities of {names}.",
+        description=f"{mean}.",
         # One crop feeds every member: the middle of the framings they were trained on.
         crop_margin=round(sum(spec.crop_margin for spec in members) / len(members), 3),
     )
+
+
+def union_labels(members: Sequence[BundleSpec]) -> tuple[str, ...]:
+    """Every member's labels, each once, in order of first appearance."""
+    return tuple(dict.fromkeys(label for spec in members for label in spec.labels))
+
+
+def _in_union(probabilities: Any, spec: BundleSpec, union: Sequence[str], index: int) -> Any:
+    """A member's probabilities placed in the union's columns (zero where it has no label)."""
+    import keras
+    import numpy as np
+
+    if tuple(spec.labels) == tuple(union):
+        return probabilities
+    placement = np.zeros((len(spec.labels), len(union)), dtype=np.float32)
+    for row, label in enumerate(spec.labels):
+        placement[row, union.index(label)] = 1.0
+    layer = keras.layers.Dense(len(union), use_bias=False, trainable=False, name=f"labels_{index}")
+    placed = layer(probabilities)
+    layer.set_weights([placement])
+    return placed
 
 
 def _adapted(pixels: Any, spec: BundleSpec) -> Any:
@@ -63,30 +91,47 @@ def _single(output: Any) -> Any:
     return output[0] if isinstance(output, list | tuple) else output
 
 
-def build_ensemble(name: str, members: Sequence[KerasEmotionModel]) -> tuple[Any, BundleSpec]:
-    """A Keras model averaging `members`, and its bundle spec."""
+def build_ensemble(
+    name: str, members: Sequence[KerasEmotionModel], weights: Sequence[float] | None = None
+) -> tuple[Any, BundleSpec]:
+    """A Keras model averaging `members` by `weights` (equal by default), and its bundle spec."""
     import keras
 
     if len(members) < 2:
         raise EnsembleError("an ensemble needs at least two models")
-    spec = ensemble_spec(name, [m.spec for m in members])
+    shares = _shares(weights or [1.0] * len(members), len(members))
+    spec = ensemble_spec(name, [m.spec for m in members], shares)
     pixels = keras.Input((*spec.input_size, spec.channels), name="face")
     # Each member inside its own uniquely named wrapper: two runs of one architecture carry
     # the same model name, and Keras wants names unique within a model.
     wrapped = [keras.Sequential([m.keras_model], name=f"member_{i}") for i, m in enumerate(members)]
     # An inference-only graph: members always run with their batch-norm statistics fixed.
     outputs = [
-        _single(w(_adapted(pixels, m.spec), training=False))
-        for w, m in zip(wrapped, members, strict=True)
+        keras.layers.Rescaling(share, name=f"share_{i}")(
+            _in_union(_single(w(_adapted(pixels, m.spec), training=False)), m.spec, spec.labels, i)
+        )
+        for i, (w, m, share) in enumerate(zip(wrapped, members, shares, strict=True))
     ]
-    mean = keras.layers.Average(name="mean_probabilities")(outputs)
+    mean = keras.layers.Add(name="mean_probabilities")(outputs)
     return keras.Model(pixels, mean, name=name.replace("-", "_")), spec
 
 
+def _shares(weights: Sequence[float], count: int) -> list[float]:
+    """Weights as shares summing to 1; one positive weight per member."""
+    if len(weights) != count:
+        raise EnsembleError(f"{len(weights)} weights for {count} models")
+    if min(weights) <= 0:
+        raise EnsembleError(f"weights must be positive, got {list(weights)}")
+    return [w / sum(weights) for w in weights]
+
+
 def write_ensemble(
-    directory: Path, name: str, models: Sequence[str | Path], card: ModelCard
+    directory: Path, name: str, members: Sequence[tuple[str | Path, float]], card: ModelCard
 ) -> Path:
-    """Load the members by name or bundle path and write the ensemble bundle."""
-    members = [load_emotion_model(model) for model in models]
-    keras_model, spec = build_ensemble(name, members)
+    """Load the (model name or bundle path, weight) members and write the ensemble bundle."""
+    models = [load_emotion_model(model) for model, _ in members]
+    for (model, _), loaded in zip(members, models, strict=True):
+        if not isinstance(loaded, KerasEmotionModel):
+            raise EnsembleError(f"{model} is not a Keras bundle; ensembles combine Keras models")
+    keras_model, spec = build_ensemble(name, models, [weight for _, weight in members])
     return write_bundle(directory, keras_model, spec, card)
