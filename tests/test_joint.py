@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from training.data import FaceArrays
 from training.joint import (
@@ -214,6 +215,54 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
             shares=[(0.5, 0.5)],
         )
     assert not (tmp_path / "bad").exists()
+
+    # An ensemble whose weights the vals choose: the FER-only base and the joint run.
+    from bot.cli import app
+
+    args = ["ensemble", str(tmp_path / "duo"), "--model", str(tmp_path / "run" / "bundle")]
+    args += ["--model", str(tmp_path / "base"), "--step", "0.25", "--group", "korean=person"]
+    args += ["--choose-on", str(datasets[0]), "--choose-on", str(datasets[1])]
+    result = CliRunner().invoke(app, args)
+    if color == "rgb":  # the base reads grey faces: one crop cannot feed both
+        assert result.exit_code == 2 and "base is grayscale, tiny is rgb" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "duo" / "bundle.json").read_text())
+    chosen = manifest["extra"]["metrics"]
+    assert list(chosen["by_weights"]) == ["0.25/0.75", "0.50/0.50", "0.75/0.25"]
+    assert chosen["weights"] in chosen["by_weights"]
+    assert chosen["by_weights"][chosen["weights"]]["pooled_accuracy"] == max(
+        w["pooled_accuracy"] for w in chosen["by_weights"].values()
+    )
+    assert {n: chosen[n]["n"] for n in ("fer", "korean")} == {"fer": 24, "korean": 24}
+    honest = chosen["cross_fitted"]
+    assert {n: honest[n]["n"] for n in ("fer", "korean")} == {"fer": 24, "korean": 24}
+    assert len(chosen["cross_fitted"]["weights_by_half"]) == 2
+    assert manifest["labels"] == list(UNION_LABELS)  # the base's seven placed among the ten
+    shares = [float(w) for w in chosen["weights"].split("/")]
+    assert f"({shares[0]:.2f})" in manifest["description"]
+
+
+def test_weights_to_choose_from_sum_to_one_and_weigh_every_member() -> None:
+    from training.weigh import weight_grid
+
+    assert weight_grid(2, 0.25) == [(0.25, 0.75), (0.5, 0.5), (0.75, 0.25)]
+    grid = weight_grid(3, 0.1)
+    assert len(grid) == 36 and (0.1, 0.3, 0.6) in grid
+    assert all(abs(sum(w) - 1.0) < 1e-9 and min(w) >= 0.1 for w in grid)
+    for bad in (0.3, 0.0, 0.75):
+        with pytest.raises(ValueError, match="--step must divide 1"):
+            weight_grid(2, bad)
+
+
+def test_chosen_weights_are_not_given_ones(tmp_path: Path) -> None:
+    from bot.cli import app
+
+    args = ["ensemble", str(tmp_path / "x"), "--model", "moodnet=0.3", "--model", "moodnet-joint"]
+    result = CliRunner().invoke(app, [*args, "--choose-on", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "give the --model members without them" in result.output
+    assert not (tmp_path / "x").exists()
 
 
 def _fer_bundle(directory: Path) -> Path:

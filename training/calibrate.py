@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from training.joint import Dataset, rank, refuse_unknown_datasets, score_dataset, with_totals
+from training.joint import (
+    Dataset,
+    on_union,
+    rank,
+    refuse_unknown_datasets,
+    score_dataset,
+    with_totals,
+)
 from training.joint_recipe import SELECTIONS, UNION_LABELS
 from training.metrics import classification_report
 from training.sources import GROUPINGS, halves
@@ -55,14 +62,23 @@ class ValAnswers:
 
 
 def val_answers(
-    classifier, data: Dataset, grouping: str, labels: Sequence[str] = UNION_LABELS
+    classifier,
+    data: Dataset,
+    grouping: str,
+    labels: Sequence[str] = UNION_LABELS,
+    answer_labels: Sequence[str] | None = None,
 ) -> ValAnswers:
-    """The classifier's answers on a dataset's val faces, halved by `grouping` of file names."""
+    """The classifier's answers on a dataset's val faces, halved by `grouping` of file names.
+
+    `labels` are the answers' columns; a classifier that answers fewer (`answer_labels`, e.g.
+    moodnet's seven) has its answers placed in the union's columns, zero elsewhere."""
     group_of = GROUPINGS[grouping]
     faces = data.val.images.astype(np.float32) / 255.0
     views = np.stack(
         [classifier.predict(v, batch_size=256, verbose=0) for v in (faces, faces[:, :, ::-1])]
     )
+    if answer_labels is not None:
+        views = np.stack([on_union(view, answer_labels) for view in views])
     truth = np.array([labels.index(data.val.label_names[i]) for i in data.val.labels])
     groups = [group_of(Path(f)) for f in data.val.files]
     return ValAnswers(data.name, views, truth, halves(groups))

@@ -358,6 +358,17 @@ def ensemble_command(
     ],
     name: Annotated[str, typer.Option(help="Model name in the bundle.")] = "moodnet-ensemble",
     val_dir: _ScoreOn = None,
+    choose_on: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Dataset folder (train/, val/) whose val faces choose the weights (a grid, "
+            "cross-fitted); repeat. Compact members only."
+        ),
+    ] = None,
+    step: Annotated[float, typer.Option(help="The weight grid's step, with --choose-on.")] = 0.1,
+    group: GroupOption = None,
+    floor: FloorOption = None,
+    select: SelectOption = "pooled",
 ) -> None:
     """Average several models' answers, by weight, into one bundle (one model call a batch)."""
     from training.bundle import ModelCard
@@ -371,6 +382,8 @@ def ensemble_command(
             split="members trained and selected on their own splits; no new training",
             settings={"members": dict(members)},
         )
+        if choose_on:
+            members = _chosen_weights(members, choose_on, step, group, floor, select, card)
         try:
             bundle = write_ensemble(output_dir, name, members, card)
         except EnsembleError as exc:
@@ -378,6 +391,37 @@ def ensemble_command(
         if val_dir is not None:
             _score_into_card(bundle, val_dir, card)
     typer.echo(f"Wrote {bundle}")
+    if choose_on:
+        weights = card.metrics["weights"]
+        typer.echo(f"Weights {weights}: " + _in_sample_and_cross_fitted(card.metrics, choose_on))
+
+
+def _chosen_weights(
+    members: list[tuple[str, float]],
+    data: list[Path],
+    step: float,
+    group: list[str] | None,
+    floor: list[str] | None,
+    select: str,
+    card: Any,
+) -> list[tuple[str, float]]:
+    """The members weighted as the vals choose; the choice and its numbers go on the card."""
+    from training.weigh import choose_weights
+
+    if any(weight != 1.0 for _, weight in members):
+        raise ValueError("--choose-on chooses the weights: give the --model members without them")
+    names = [member for member, _ in members]
+    weights, card.metrics = choose_weights(
+        names,
+        data,
+        groupings=_pairs(group or [], "--group", str),
+        floors=_pairs(floor or [], "--floor", float),
+        by=select,
+        step=step,
+    )
+    card.split = "weights chosen on the val faces of " + ", ".join(map(str, data))
+    card.settings = {"members": names, "choose_on": [str(d) for d in data], "step": step}
+    return list(zip(names, weights, strict=True))
 
 
 def quantize_command(

@@ -184,7 +184,7 @@ def interpolate(
         answers[share] = [
             val_answers(model, d, groupings.get(d.name, "file"), spec.labels) for d in datasets
         ]
-        log.info("Share %s: %s", share_name(share), _accuracies(_scores(answers[share])))
+        log.info("Share %s: %s", share_name(share), accuracies(answers[share]))
     share = choose(answers, floors, by)
     mix_into(model, base, tuned, share, tuned_only)
 
@@ -195,7 +195,7 @@ def interpolate(
         }
     )
     metrics["share"] = share_name(share)
-    metrics["by_share"] = {share_name(s): _accuracies(_scores(answers[s])) for s in shares}
+    metrics["by_share"] = {share_name(s): accuracies(answers[s]) for s in shares}
     metrics["cross_fitted"] = cross_fitted(answers, spec.labels, floors, by)
     mixed_as = _in_words(share, blocks(tuned))
     card = ModelCard(
@@ -226,9 +226,11 @@ def interpolate(
     return metrics
 
 
-def _accuracies(scores: dict[str, Any]) -> dict[str, float]:
+def accuracies(answers: Sequence[ValAnswers]) -> dict[str, float]:
+    """Each val's accuracy with the mean and pooled ones, as the card and the log print them."""
     return {
-        name: round(s["accuracy"] if isinstance(s, dict) else s, 4) for name, s in scores.items()
+        name: round(s["accuracy"] if isinstance(s, dict) else s, 4)
+        for name, s in _scores(answers).items()
     }
 
 

@@ -65,7 +65,7 @@ class Bundled:
 
     def answers(self, images: np.ndarray) -> np.ndarray:
         """Its flip-averaged answers on `images`, placed in the union's columns."""
-        return _on_union(flip_averaged(keras_predict(self.classifier), images), self.labels)
+        return on_union(flip_averaged(keras_predict(self.classifier), images), self.labels)
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def _train_faces_for(teacher: Bundled, data: Dataset, recipe: JointRecipe) -> np
     return again.images
 
 
-def _on_union(answers: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+def on_union(answers: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """Answers over `labels` placed in the union's columns (zero for labels it lacks)."""
     placed = np.zeros((len(answers), len(UNION_LABELS)), dtype=np.float32)
     placed[:, [UNION_LABELS.index(name) for name in labels]] = answers

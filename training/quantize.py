@@ -57,6 +57,8 @@ def quantize(
         split="the source's",
         settings={"source": str(source), "quantization": QUANTIZATION},
     )
+    if spec.extra.get("metrics"):  # how the source was chosen (an ensemble's weights, say)
+        card.settings["source_metrics"] = spec.extra["metrics"]
     write_lite_bundle(out_dir, flatbuffer, lite_spec, card)
     log.info("Wrote %s (%.1f MB)", out_dir / LITE_FILE, len(flatbuffer) / 1e6)
     if data_dirs:
