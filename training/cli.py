@@ -591,10 +591,10 @@ def _pairs(pairs: list[str], option: str, kind: type[T]) -> dict[str, T]:
 
 def _teachers(given: list[str] | None) -> list[tuple[Path, float]]:
     """--teacher BUNDLE[=WEIGHT] options as (bundle, weight); a bare BUNDLE weighs 1."""
-    return [(Path(bundle), weight) for bundle, weight in _weighted(given, "--teacher")]
+    return [(Path(b), weight) for b, weight in _weighted(given, "--teacher", "BUNDLE")]
 
 
-def _weighted(given: list[str] | None, option: str) -> list[tuple[str, float]]:
+def _weighted(given: list[str] | None, option: str, noun: str = "MODEL") -> list[tuple[str, float]]:
     """MODEL[=WEIGHT] options as (model, weight); a bare MODEL weighs 1."""
     models = []
     for value in given or []:
@@ -605,7 +605,7 @@ def _weighted(given: list[str] | None, option: str) -> list[tuple[str, float]]:
         try:
             models.append((model, float(weight)))
         except ValueError:
-            raise ValueError(f"{option} takes MODEL or MODEL=WEIGHT, got {value!r}") from None
+            raise ValueError(f"{option} takes {noun} or {noun}=WEIGHT, got {value!r}") from None
     return models
 
 

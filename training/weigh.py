@@ -31,8 +31,8 @@ Weights = tuple[float, ...]
 def weight_grid(members: int, step: float) -> list[Weights]:
     """Every weighting of `members` in steps of `step` that sums to 1, each member at least one
     step (a member weighted 0 would be dropped, not weighed)."""
-    steps = round(1.0 / step)
-    if members < 2 or not 0 < step <= 0.5 or abs(steps * step - 1.0) > 1e-9:
+    steps = round(1.0 / step) if 0 < step <= 0.5 else 0
+    if members < 2 or not steps or abs(steps * step - 1.0) > 1e-9:
         raise ValueError(f"--step must divide 1 into at least two parts, got {step}")
     return [
         tuple(round(count * step, 6) for count in counts)
