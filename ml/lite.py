@@ -56,6 +56,6 @@ class LiteClassifier(BundleClassifier):
                 self._interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
                 self._interpreter.allocate_tensors()
                 self._batch = len(batch)
-            self._interpreter.set_tensor(self._input["index"], batch.astype(np.float32))
+            self._interpreter.set_tensor(self._input["index"], np.asarray(batch, np.float32))
             self._interpreter.invoke()
             return self._interpreter.get_tensor(self._output["index"]).copy()

@@ -406,11 +406,14 @@ def _chosen_weights(
     card: Any,
 ) -> list[tuple[str, float]]:
     """The members weighted as the vals choose; the choice and its numbers go on the card."""
+    from ml.models import resolve_model
+    from training.ensemble import ensemble_spec
     from training.weigh import choose_weights
 
     if any(weight != 1.0 for _, weight in members):
         raise ValueError("--choose-on chooses the weights: give the --model members without them")
     names = [member for member, _ in members]
+    ensemble_spec("check", [resolve_model(n)[0] for n in names])  # before any face is read
     weights, card.metrics = choose_weights(
         names,
         data,

@@ -63,14 +63,14 @@ def _in_union(probabilities: Any, spec: BundleSpec, union: Sequence[str], index:
     import keras
     import numpy as np
 
+    from training.joint import on_union
+
     if tuple(spec.labels) == tuple(union):
         return probabilities
-    placement = np.zeros((len(spec.labels), len(union)), dtype=np.float32)
-    for row, label in enumerate(spec.labels):
-        placement[row, union.index(label)] = 1.0
     layer = keras.layers.Dense(len(union), use_bias=False, trainable=False, name=f"labels_{index}")
     placed = layer(probabilities)
-    layer.set_weights([placement])
+    # Row i moves the member's label i to its union column: the identity placed on the union.
+    layer.set_weights([on_union(np.eye(len(spec.labels)), spec.labels, union)])
     return placed
 
 

@@ -248,10 +248,12 @@ def _train_faces_for(teacher: Bundled, data: Dataset, recipe: JointRecipe) -> np
     return again.images
 
 
-def on_union(answers: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+def on_union(
+    answers: np.ndarray, labels: Sequence[str], union: Sequence[str] = UNION_LABELS
+) -> np.ndarray:
     """Answers over `labels` placed in the union's columns (zero for labels it lacks)."""
-    placed = np.zeros((len(answers), len(UNION_LABELS)), dtype=np.float32)
-    placed[:, [UNION_LABELS.index(name) for name in labels]] = answers
+    placed = np.zeros((len(answers), len(union)), dtype=np.float32)
+    placed[:, [list(union).index(name) for name in labels]] = answers
     return placed
 
 
