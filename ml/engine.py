@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.allocator import reuse_freed_memory
 from ml.decode import DecodedImage, DecodeLimits
 from ml.errors import EngineBusy, EngineClosed, MLError
 from ml.faces import Face, FaceDetector
@@ -184,6 +185,7 @@ class EmotionEngine:
     def load(cls, model: str = DEFAULT_MODEL, config: EngineConfig | None = None) -> EmotionEngine:
         """Load the detector and `model` once, start the worker and warm both up."""
         config = config or EngineConfig()
+        reuse_freed_memory()
         device = select_device()
         detector = FaceDetector(
             detect_max_side=config.detect_max_side,
