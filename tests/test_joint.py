@@ -671,6 +671,37 @@ def test_an_ensemble_teacher_weighs_its_members_each_at_its_own_side(tmp_path: P
         Teacher((small,), (0.0,))
 
 
+def test_a_cached_teacher_answers_once_per_weights_and_faces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from training.joint import Bundled, Teacher
+
+    data, recipe = _fer_run_at_28(tmp_path)
+    weights_file = tmp_path / "model.keras"
+    weights_file.write_bytes(b"the teacher's weights")
+    member = replace(_tiny_fer_teacher(28), weights_file=weights_file)
+    cache = tmp_path / "cache"
+    first = Teacher((member,), (1.0,), cache).answers(data, recipe)
+    assert len(list(cache.glob("*.npz"))) == 1
+    # Answers kept at float16, the same on the first run as on every later one.
+    np.testing.assert_allclose(first, member.answers(data.train.images), atol=1e-3)
+
+    def no_network(self, images):
+        raise AssertionError("the cached answers should have been read")
+
+    monkeypatch.setattr(Bundled, "answers", no_network)
+    np.testing.assert_array_equal(Teacher((member,), (1.0,), cache).answers(data, recipe), first)
+    # Other weights (the file changed) or other faces are answered afresh, in their own file.
+    weights_file.write_bytes(b"other weights")
+    with pytest.raises(AssertionError, match="cached answers"):
+        Teacher((member,), (1.0,), cache).answers(data, recipe)
+    weights_file.write_bytes(b"the teacher's weights")
+    with pytest.raises(AssertionError, match="cached answers"):
+        member.cached_answers(data.train.images[::-1], cache)
+
+
 def test_teacher_options_read_a_bundle_and_an_optional_weight() -> None:
     from training.cli import _teachers
 

@@ -549,11 +549,18 @@ def train_joint_command(
             "it; repeat."
         ),
     ] = None,
+    teacher_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the teachers' answers on the training faces in this folder; a later "
+            "run with the same teacher and faces reads them instead of recomputing."
+        ),
+    ] = None,
     **knobs: Any,
 ) -> None:
     """Train one model over datasets with different label sets; select on all their vals.
 
-    Every option after --floor is a field of training.joint.JointRecipe.
+    Every option after --teacher-cache is a field of training.joint.JointRecipe.
     """
     from training.joint import train_joint
 
@@ -567,7 +574,12 @@ def train_joint_command(
             floor=_pairs(floor or [], "--floor", float),
         )
         metrics = train_joint(
-            data, output_dir, recipe=recipe, init_from=init_from, teachers=_teachers(teacher)
+            data,
+            output_dir,
+            recipe=recipe,
+            init_from=init_from,
+            teachers=_teachers(teacher),
+            teacher_cache=teacher_cache,
         )
     names = [d.name for d in data]
     typer.echo(
