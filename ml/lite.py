@@ -17,6 +17,7 @@ import numpy as np
 
 from ml.errors import ModelLoadError
 from ml.models import BundleClassifier, BundleSpec
+from ml.quiet import native_noise_hidden
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ class LiteClassifier(BundleClassifier):
             )
             (self._input,) = self._interpreter.get_input_details()
             (self._output,) = self._interpreter.get_output_details()
+            # LiteRT announces its XNNPACK delegate on file descriptor 2, outside Python's
+            # logging, once a process, when tensors are first allocated: now, the line hidden.
+            with native_noise_hidden():
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"Model file {model_file} could not be loaded: {exc}") from exc
         expected = (*spec.input_size, spec.channels)
@@ -45,7 +50,7 @@ class LiteClassifier(BundleClassifier):
             )
         self.spec = spec
         self.source = f"Model {spec.name!r}"
-        self._batch = 0
+        self._batch = int(self._input["shape"][0])
         # One interpreter holds one set of tensors: calls from two threads must take turns.
         self._lock = threading.Lock()
         log.info("Loaded emotion model %s from %s", spec.name, model_file)

@@ -1,10 +1,10 @@
-"""Start TensorFlow without its native start-up noise on stderr (for the command lines)."""
+"""Start TensorFlow and LiteRT without their native start-up noise on stderr."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
 @contextmanager
@@ -20,6 +20,13 @@ def native_stderr_hidden() -> Iterator[None]:
         os.close(devnull)
 
 
+def native_noise_hidden() -> AbstractContextManager[None]:
+    """`native_stderr_hidden`, unless MOODBOT_LOG_LEVEL=DEBUG asks to see everything."""
+    if os.environ.get("MOODBOT_LOG_LEVEL", "").upper() == "DEBUG":
+        return nullcontext()
+    return native_stderr_hidden()
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow now, its C++ start-up lines hidden (unless MOODBOT_LOG_LEVEL=DEBUG).
 
@@ -27,7 +34,5 @@ def import_tensorflow_quietly() -> None:
     TF_CPP_MIN_LOG_LEVEL; a failed import still raises once stderr is back.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if os.environ.get("MOODBOT_LOG_LEVEL", "").upper() == "DEBUG":
-        return
-    with native_stderr_hidden():
+    with native_noise_hidden():
         import tensorflow  # noqa: F401

@@ -135,3 +135,24 @@ def test_quantize_will_not_write_over_its_source(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "holds the source bundle" in result.output
     assert not (source / "model.tflite").exists()
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_the_interpreters_native_start_up_line_is_hidden_unless_debugging(
+    level: str, shown: bool
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from ml.loader import load_emotion_model\n"
+        "load_emotion_model('moodnet-trio').predict([np.zeros((64, 64, 3), np.uint8)])\n"
+    )
+    env = {**os.environ, "MOODBOT_LOG_LEVEL": level}
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert ("XNNPACK delegate" in run.stderr) is shown
