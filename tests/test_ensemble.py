@@ -13,7 +13,7 @@ from bot.cli import app
 from ml.engine import EmotionEngine
 from ml.faces import crop_face
 from ml.loader import load_emotion_model
-from ml.models import preprocess_faces
+from ml.models import KerasEmotionModel, preprocess_faces
 from training.ensemble import EnsembleError, ensemble_spec
 
 
@@ -61,11 +61,27 @@ def test_members_answer_over_the_union_of_their_labels_by_weight(face_crops: lis
     assert got.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_members_must_share_a_colour() -> None:
-    moodnet = load_emotion_model("moodnet").spec
-    colour = dataclasses.replace(moodnet, name="colour", color="rgb")
-    with pytest.raises(EnsembleError, match="colour is rgb"):
-        ensemble_spec("x", [moodnet, colour])
+def test_a_colour_member_makes_the_ensemble_colour_and_grey_members_see_grey() -> None:
+    from training.compact import compact_cnn
+    from training.ensemble import build_ensemble
+    from training.joint import GREY_FROM_RGB
+
+    grey_net = compact_cnn(24, 7, width=4, blocks=(1, 1, 1), channels=1)
+    colour_net = compact_cnn(24, 7, width=4, blocks=(1, 1, 1), channels=3)
+    moodnet = load_emotion_model("moodnet")
+    specs = [
+        dataclasses.replace(moodnet.spec, name=name, input_size=(24, 24), color=color)
+        for name, color in (("grey", "grayscale"), ("colour", "rgb"))
+    ]
+    nets = (grey_net, colour_net)
+    members = [KerasEmotionModel(spec, net) for net, spec in zip(nets, specs, strict=True)]
+    keras_model, spec = build_ensemble("mixed", members, [1.0, 3.0])
+    assert spec.color == "rgb" and spec.channels == 3
+    faces = np.random.default_rng(0).random((2, 24, 24, 3)).astype(np.float32)
+    expected = 0.25 * grey_net.predict((faces @ GREY_FROM_RGB)[..., None], verbose=0)
+    expected += 0.75 * colour_net.predict(faces, verbose=0)
+    np.testing.assert_allclose(np.asarray(keras_model(faces)), expected, rtol=1e-5, atol=1e-6)
+    assert ensemble_spec("x", specs[:1] * 2).color == "grayscale"
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 """One bundle out of several: a Keras model that averages its members' probabilities, by weight.
 
-Members may differ in input size and normalisation (moodnet takes 48x48 in 0..1,
-mini-Xception 64x64 in -1..1). The ensemble takes the largest member input in 0..1 and
-adapts it for each member inside the graph, so the engine still calls one model per batch.
+Members may differ in input size, colour and normalisation (moodnet takes 48x48 grey in 0..1,
+mini-Xception 64x64 in -1..1, the faceapi backbone 112x112 colour). The ensemble takes the
+largest member input in 0..1, in colour if any member reads colour, and adapts it for each
+member inside the graph (a grey member gets the grey conversion PIL's "L" does), so the engine
+still calls one model per batch.
 
 Members may also differ in labels (moodnet knows FER's seven, a train-joint model those and
 anxious, hurt, embarrassed): the ensemble answers over the union, in order of first
@@ -21,18 +23,15 @@ from training.bundle import MODEL_FILE, ModelCard, write_bundle
 
 
 class EnsembleError(ValueError):
-    """The members cannot be combined (different colours, too few, bad weights)."""
+    """The members cannot be combined (too few, bad weights, an unsupported input)."""
 
 
 def ensemble_spec(
     name: str, members: Sequence[BundleSpec], shares: Sequence[float] | None = None
 ) -> BundleSpec:
-    """The ensemble's manifest: the union of the members' labels, their largest input, 0..1
-    pixels."""
-    first = members[0]
-    for spec in members[1:]:
-        if spec.color != first.color:
-            raise EnsembleError(f"{spec.name} is {spec.color}, {first.name} is {first.color}")
+    """The ensemble's manifest: the union of the members' labels, their largest input (in
+    colour if any member reads colour), 0..1 pixels."""
+    color = "rgb" if any(spec.color == "rgb" for spec in members) else "grayscale"
     side = max(max(spec.input_size) for spec in members)
     if shares is None or len(set(shares)) == 1:
         mean = "Mean of the probabilities of " + " + ".join(spec.name for spec in members)
@@ -44,7 +43,7 @@ def ensemble_spec(
         name=name,
         labels=union_labels(members),
         input_size=(side, side),
-        color=first.color,
+        color=color,
         normalization="zero_to_one",
         model_file=MODEL_FILE,
         description=f"{mean}.",
@@ -74,16 +73,31 @@ def _in_union(probabilities: Any, spec: BundleSpec, union: Sequence[str], index:
     return placed
 
 
-def _adapted(pixels: Any, spec: BundleSpec) -> Any:
-    """0..1 pixels resized and normalised the way `spec`'s model was trained."""
+def _adapted(pixels: Any, spec: BundleSpec, index: int) -> Any:
+    """0..1 pixels resized, made grey and normalised the way `spec`'s model was trained."""
     import keras
 
     x = keras.layers.Resizing(*spec.input_size, interpolation="bilinear")(pixels)
+    if x.shape[-1] == 3 and spec.channels == 1:
+        x = _grey(x, index)
     if spec.normalization == "minus_one_to_one":
         return keras.layers.Rescaling(2.0, offset=-1.0)(x)
     if spec.normalization == "zero_to_one":
         return x
     raise EnsembleError(f"{spec.name}: {spec.normalization} inputs are not supported in ensembles")
+
+
+def _grey(rgb: Any, index: int) -> Any:
+    """RGB to grey by PIL's "L" weights (what the grey members were trained on), as a fixed
+    1x1 convolution."""
+    import keras
+
+    from training.joint import GREY_FROM_RGB
+
+    layer = keras.layers.Dense(1, use_bias=False, trainable=False, name=f"grey_{index}")
+    grey = layer(rgb)
+    layer.set_weights([GREY_FROM_RGB[:, None]])
+    return grey
 
 
 def _single(output: Any) -> Any:
@@ -108,7 +122,9 @@ def build_ensemble(
     # An inference-only graph: members always run with their batch-norm statistics fixed.
     outputs = [
         keras.layers.Rescaling(share, name=f"share_{i}")(
-            _in_union(_single(w(_adapted(pixels, m.spec), training=False)), m.spec, spec.labels, i)
+            _in_union(
+                _single(w(_adapted(pixels, m.spec, i), training=False)), m.spec, spec.labels, i
+            )
         )
         for i, (w, m, share) in enumerate(zip(wrapped, members, shares, strict=True))
     ]

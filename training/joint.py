@@ -55,6 +55,10 @@ WARM_START = {"anxious": "fear", "hurt": "sad", "embarrassed": "surprise"}
 WARM_START_OFFSET = -1.0
 # PIL's "L" conversion: L = 0.299 R + 0.587 G + 0.114 B.
 GREY_FROM_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+BACKBONE_NAMES = {
+    "compact": "Compact residual CNN",
+    "faceapi": "face-api.js's dense depthwise-separable CNN",
+}
 
 
 @dataclass(frozen=True)
@@ -283,33 +287,49 @@ def on_union(
 
 
 def union_head_model(init: Bundled | None, recipe: JointRecipe):
-    """The compact CNN with a softmax over the union: from `init` (a bundle's classifier for
-    the recipe's input, see `bundled`), or new.
+    """The recipe's network with a softmax over the union: from `init` (a bundle's classifier
+    for the recipe's input, see `bundled`), or new (the faceapi backbone: pretrained).
 
-    Each union label's output is copied from `init`'s output of the same name; a label it
-    lacks starts from its WARM_START twin, a logit lower."""
+    Each union label's output is copied from the starting model's output of the same name; a
+    label it lacks starts from its WARM_START twin, a logit lower."""
     from keras import layers
 
     from training.compact import compact_cnn
 
-    if init is None:
-        return compact_cnn(
-            recipe.input_size,
-            len(UNION_LABELS),
-            width=recipe.width,
-            channels=1 if recipe.color == "grayscale" else 3,
-        )
-    unstartable = sorted(set(UNION_LABELS) - set(init.labels) - set(WARM_START))
+    if init is not None:
+        net = init.classifier
+        trunk = keras.Model(net.input, net.get_layer("dropout").output)
+        kernel, bias = net.get_layer("emotion").get_weights()
+        return _with_union_head(trunk, (kernel, bias), init.labels, recipe.name)
+    if recipe.backbone == "faceapi":
+        from training.faceapi import FACEAPI_LABELS, faceapi_head, faceapi_trunk, published_weights
+
+        weights = published_weights()
+        trunk = faceapi_trunk(weights, channels=1 if recipe.color == "grayscale" else 3)
+        trunk = keras.Model(trunk.input, layers.Dropout(0.3, name="dropout")(trunk.output))
+        return _with_union_head(trunk, faceapi_head(weights), FACEAPI_LABELS, recipe.name)
+    return compact_cnn(
+        recipe.input_size,
+        len(UNION_LABELS),
+        width=recipe.width,
+        channels=1 if recipe.color == "grayscale" else 3,
+    )
+
+
+def _with_union_head(trunk: keras.Model, head_weights, labels: Sequence[str], name: str):
+    """`trunk` with a softmax over UNION_LABELS started from `head_weights` (kernel, bias)
+    whose outputs are `labels`."""
+    from keras import layers
+
+    unstartable = sorted(set(UNION_LABELS) - set(labels) - set(WARM_START))
     if unstartable:
         raise ValueError(f"cannot start from a model that lacks {unstartable}: no twin to copy")
-    net = init.classifier
-    trunk = keras.Model(net.input, net.get_layer("dropout").output)
     head = layers.Dense(len(UNION_LABELS), activation="softmax", name="emotion")
-    model = keras.Model(net.input, head(trunk.output), name=recipe.name)
-    kernel, bias = net.get_layer("emotion").get_weights()
-    copied = [name if name in init.labels else WARM_START[name] for name in UNION_LABELS]
-    source = [init.labels.index(name) for name in copied]
-    offset = np.array([0.0 if n in init.labels else WARM_START_OFFSET for n in UNION_LABELS])
+    model = keras.Model(trunk.input, head(trunk.output), name=name)
+    kernel, bias = head_weights
+    copied = [name if name in labels else WARM_START[name] for name in UNION_LABELS]
+    source = [list(labels).index(name) for name in copied]
+    offset = np.array([0.0 if n in labels else WARM_START_OFFSET for n in UNION_LABELS])
     head.set_weights([kernel[:, source], bias[source] + offset])
     return model
 
@@ -364,8 +384,15 @@ def _compile(model, recipe: JointRecipe, steps_per_epoch: int) -> None:
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
         loss=restricted_crossentropy(recipe.union_weight),
-        jit_compile=True,
+        jit_compile=not _has_separable_convolutions(model),
     )
+
+
+def _has_separable_convolutions(model: keras.Model) -> bool:
+    """XLA on our CPU runs depthwise-separable convolutions 15 times slower than TensorFlow's
+    own kernels (the faceapi backbone: 4.35 s against 0.29 s a training step of 64 faces);
+    so a network with them is not compiled with XLA. The compact CNN always trained with it."""
+    return any(isinstance(layer, keras.layers.SeparableConv2D) for layer in model.layers)
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -612,11 +639,18 @@ def _teachers_named(teachers: Sequence[tuple[Path, float]]) -> str:
     return " + ".join(f"{w:g} x {path}" for path, w in teachers)
 
 
-def _description(model, init_from: Path | None) -> str:
+def _description(model, init_from: Path | None, recipe: JointRecipe) -> str:
     side, channels = model.input_shape[1], model.input_shape[-1]
-    how = f"{init_from.name} fine-tuned" if init_from else "trained from scratch"
+    if init_from:
+        how = f"{init_from.name} fine-tuned"
+    elif recipe.backbone == "faceapi":
+        how = "face-api.js's pretrained expression network fine-tuned"
+    else:
+        how = "trained from scratch"
+    faceapi = any(layer.name == "dense0_conv0" for layer in model.layers)
+    network = BACKBONE_NAMES["faceapi" if faceapi else "compact"]
     return (
-        f"Compact residual CNN ({model.count_params():,} parameters), {how} on several face "
+        f"{network} ({model.count_params():,} parameters), {how} on several face "
         f"datasets at once (train-joint), {side}x{side} "
         f"{'greyscale' if channels == 1 else 'colour'}; outputs averaged over the face and its "
         "mirror image."
@@ -637,7 +671,7 @@ def _write(
         normalization="zero_to_one",
         model_file=MODEL_FILE,
         crop_margin=CROP_MARGIN,
-        description=_description(model, init_from),
+        description=_description(model, init_from, recipe),
     )
     card = ModelCard(
         data="; ".join(str(d) for d in data_dirs)

@@ -11,6 +11,10 @@ from training.options import knob
 UNION_LABELS = (*FER_LABELS, "anxious", "hurt", "embarrassed")
 # What epoch selection (and calibration) can maximise: the vals' mean or pooled accuracy.
 SELECTIONS = ("mean", "pooled")
+# compact: our residual CNN, new or from --init-from; faceapi: face-api.js's pretrained
+# expression network (training/faceapi.py), which takes 112x112 faces.
+BACKBONES = ("compact", "faceapi")
+FACEAPI_SIDE = 112
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,11 @@ class JointRecipe:
     # A field made with knob() is also an option of `moodbot train-joint` (training/options.py).
     input_size: int = knob(48, "Side of the input (an --init-from bundle is adapted to it).")
     color: str = knob("grayscale", "grayscale or rgb input (a grey --init-from bundle is adapted).")
+    backbone: str = knob(
+        "compact",
+        "compact (ours, new or --init-from) or faceapi (face-api.js's pretrained expression "
+        "network; needs --input-size 112).",
+    )
     width: int = knob(56, "Channels of the first stage (a new model's).")
     epochs: int = knob(12, "Epochs: the cosine schedule's length.")
     batch_size: int = knob(64, "Faces per training step.")
@@ -65,6 +74,15 @@ class JointRecipe:
             raise ValueError(f"select must be mean or pooled, got {self.select_by!r}")
         if self.color not in ("grayscale", "rgb"):
             raise ValueError(f"color must be grayscale or rgb, got {self.color!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
+            )
+        if self.backbone == "faceapi" and self.input_size != FACEAPI_SIDE:
+            raise ValueError(
+                f"the faceapi backbone takes {FACEAPI_SIDE}x{FACEAPI_SIDE} faces: "
+                f"give --input-size {FACEAPI_SIDE}"
+            )
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
         if self.average_epochs < 0:
