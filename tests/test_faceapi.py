@@ -128,3 +128,31 @@ def test_the_faceapi_backbone_refuses_any_other_side(side: int, color: str) -> N
         JointRecipe(backbone="faceapi", input_size=side, color=color)
     with pytest.raises(ValueError, match="backbone must be one of compact, faceapi"):
         JointRecipe(backbone="vgg")
+
+
+@pytest.mark.slow
+def test_a_faceapi_run_writes_a_servable_bundle_that_says_where_it_started(tmp_path: Path) -> None:
+    from ml.loader import load_emotion_model
+    from training.joint import train_joint
+
+    rng = np.random.default_rng(0)
+    datasets = []
+    for name, classes in (("fer", ("angry", "neutral")), ("korean", ("hurt", "happy"))):
+        for side, count in (("train", 8), ("val", 2)):
+            for label in classes:
+                folder = tmp_path / name / side / label
+                folder.mkdir(parents=True)
+                for i in range(count):
+                    pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+                    Image.fromarray(pixels).save(folder / f"p{i}_{label}.png")
+        datasets.append(tmp_path / name)
+    recipe = JointRecipe(
+        backbone="faceapi", input_size=INPUT_SIDE, color="rgb", epochs=1, batch_size=8, name="fa"
+    )
+    metrics = train_joint(datasets, tmp_path / "run", recipe=recipe)
+    assert metrics["epochs_run"] == 1 and metrics["fer"]["n"] == metrics["korean"]["n"] == 4
+    model = load_emotion_model(tmp_path / "run" / "bundle")
+    assert model.spec.input_size == (INPUT_SIDE, INPUT_SIDE) and model.spec.color == "rgb"
+    assert "face-api.js's pretrained expression network fine-tuned" in model.spec.description
+    answers = model.predict([rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)])
+    assert answers.shape == (1, len(UNION_LABELS))
