@@ -223,11 +223,9 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
     args += ["--model", str(tmp_path / "base"), "--step", "0.25", "--group", "korean=person"]
     args += ["--choose-on", str(datasets[0]), "--choose-on", str(datasets[1])]
     result = CliRunner().invoke(app, args)
-    if color == "rgb":  # the base reads grey faces: one crop cannot feed both
-        assert result.exit_code == 2 and "base is grayscale, tiny is rgb" in result.output
-        return
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "duo" / "bundle.json").read_text())
+    assert manifest["color"] == color  # a colour run makes a colour ensemble; the base sees grey
     chosen = manifest["extra"]["metrics"]
     assert list(chosen["by_weights"]) == ["0.25/0.75", "0.50/0.50", "0.75/0.25"]
     assert chosen["weights"] in chosen["by_weights"]
@@ -240,7 +238,10 @@ def test_tiny_joint_run_learns_both_label_sets(tmp_path: Path, color: str) -> No
     assert len(chosen["cross_fitted"]["weights_by_half"]) == 2
     assert manifest["labels"] == list(UNION_LABELS)  # the base's seven placed among the ten
     shares = [float(w) for w in chosen["weights"].split("/")]
-    assert f"({shares[0]:.2f})" in manifest["description"]
+    if len(set(shares)) == 1:
+        assert manifest["description"].startswith("Mean of the probabilities of")
+    else:
+        assert f"({shares[0]:.2f})" in manifest["description"]
 
 
 def test_weights_to_choose_from_sum_to_one_and_weigh_every_member() -> None:
