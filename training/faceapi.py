@@ -22,11 +22,12 @@ import keras
 import numpy as np
 from keras import layers
 
+from training.joint_recipe import FACEAPI_SIDE as INPUT_SIDE
+
 WEIGHTS_DIR = Path(__file__).parent / "pretrained" / "faceapi"
 MANIFEST = "face_expression_model-weights_manifest.json"
 # face-api.js's output order, in our label names (it says fearful, disgusted, surprised).
 FACEAPI_LABELS = ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise")
-INPUT_SIDE = 112
 # face-api.js subtracts these from 0..255 RGB, then divides by 255.
 MEAN_RGB = np.array([122.782, 117.001, 104.298], dtype=np.float32)
 BLOCKS = 4
@@ -117,6 +118,12 @@ def _loaded(layer, x, weights, name: str, parts: tuple[str, ...]):
     if weights is not None:
         layer.set_weights([weights[f"{name}/{part}"] for part in parts])
     return y
+
+
+def is_faceapi(model: keras.Model) -> bool:
+    """Whether `model` holds this network (its first convolution, by the name given here)."""
+    first = _keras_name("dense0/conv0")
+    return any(layer.name == first for layer in model.layers)
 
 
 def _keras_name(tfjs_name: str) -> str:

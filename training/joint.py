@@ -639,15 +639,17 @@ def _teachers_named(teachers: Sequence[tuple[Path, float]]) -> str:
     return " + ".join(f"{w:g} x {path}" for path, w in teachers)
 
 
-def _description(model, init_from: Path | None, recipe: JointRecipe) -> str:
+def _description(model, init_from: Path | None) -> str:
+    from training.faceapi import is_faceapi
+
     side, channels = model.input_shape[1], model.input_shape[-1]
+    faceapi = is_faceapi(model)
     if init_from:
         how = f"{init_from.name} fine-tuned"
-    elif recipe.backbone == "faceapi":
+    elif faceapi:
         how = "face-api.js's pretrained expression network fine-tuned"
     else:
         how = "trained from scratch"
-    faceapi = any(layer.name == "dense0_conv0" for layer in model.layers)
     network = BACKBONE_NAMES["faceapi" if faceapi else "compact"]
     return (
         f"{network} ({model.count_params():,} parameters), {how} on several face "
@@ -671,7 +673,7 @@ def _write(
         normalization="zero_to_one",
         model_file=MODEL_FILE,
         crop_margin=CROP_MARGIN,
-        description=_description(model, init_from, recipe),
+        description=_description(model, init_from),
     )
     card = ModelCard(
         data="; ".join(str(d) for d in data_dirs)
